@@ -1,0 +1,58 @@
+"""Segmentation metrics from one confusion matrix accumulated over a whole split.
+
+Per-batch averaging (as seed 003 does) weights small images like large ones and is wrong;
+summing one confusion matrix and reducing it once is what the VOC benchmark defines.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from fcn.classes import VOID_INDEX
+
+
+def scores_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Reduce a C x C confusion matrix (rows = truth, cols = prediction) to the FCN metrics.
+
+    Classes whose denominator is zero (absent from truth and prediction) are left out of the
+    means; their per-class entries are NaN.
+    """
+    confmat = confmat.double()
+    diag = confmat.diag()
+    rows = confmat.sum(dim=1)
+    cols = confmat.sum(dim=0)
+    total = confmat.sum()
+    union = rows + cols - diag
+    class_acc = diag / rows  # NaN where the class never appears in the truth
+    iou = diag / union  # NaN where the class appears nowhere
+    freq = rows / total
+    return {
+        "pixel_acc": diag.sum() / total,
+        "mean_acc": class_acc.nanmean(),
+        "mIoU": iou.nanmean(),
+        "fwIoU": (freq[rows > 0] * iou[rows > 0]).sum(),
+        "per_class_iou": iou,
+        "per_class_acc": class_acc,
+    }
+
+
+class SegmentationMetrics(MulticlassConfusionMatrix):
+    """A confusion matrix over the split (synced across processes by torchmetrics), void excluded.
+
+    `update` takes logits (N x C x H x W) or class indices (N x H x W) and targets (N x H x W);
+    `compute` returns the dict of `scores_from_confusion` plus the raw `confmat`.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = VOID_INDEX) -> None:
+        # validate_args=False: the per-call value checks cost a full pass over every pixel.
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        super().update(preds, target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        confmat = self.confmat
+        return {**scores_from_confusion(confmat), "confmat": confmat}

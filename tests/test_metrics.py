@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from fcn.metrics import SegmentationMetrics, scores_from_confusion
+
+
+def numpy_scores(preds: np.ndarray, target: np.ndarray, num_classes: int) -> dict:
+    """An independent reference: the VOC metrics straight from their definitions."""
+    valid = target != 255
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for t, p in zip(target[valid], preds[valid]):
+        cm[t, p] += 1
+    rows, cols, diag = cm.sum(1), cm.sum(0), np.diag(cm)
+    ious = [diag[c] / (rows[c] + cols[c] - diag[c]) for c in range(num_classes) if rows[c] + cols[c]]
+    accs = [diag[c] / rows[c] for c in range(num_classes) if rows[c]]
+    fw = sum(rows[c] / cm.sum() * diag[c] / (rows[c] + cols[c] - diag[c]) for c in range(num_classes) if rows[c])
+    return {"pixel_acc": diag.sum() / cm.sum(), "mean_acc": np.mean(accs), "mIoU": np.mean(ious), "fwIoU": fw, "cm": cm}
+
+
+def test_metrics_match_numpy_over_batches_with_void_and_absent_classes():
+    gen = torch.Generator().manual_seed(0)
+    num_classes = 7
+    metric = SegmentationMetrics(num_classes)
+    all_p, all_t = [], []
+    for size in [(2, 9, 13), (1, 20, 7), (3, 5, 5)]:  # batches of different sizes
+        target = torch.randint(0, 5, size, generator=gen)  # classes 5, 6 absent from the truth
+        target[torch.rand(size, generator=gen) < 0.2] = 255
+        preds = torch.randint(0, 6, size, generator=gen)  # class 6 absent everywhere
+        logits = torch.nn.functional.one_hot(preds, num_classes).permute(0, 3, 1, 2).float()
+        metric.update(logits, target)
+        all_p.append(preds.flatten().numpy())
+        all_t.append(target.flatten().numpy())
+    got = metric.compute()
+    ref = numpy_scores(np.concatenate(all_p), np.concatenate(all_t), num_classes)
+    np.testing.assert_array_equal(got["confmat"].numpy(), ref["cm"])
+    for key in ("pixel_acc", "mean_acc", "mIoU", "fwIoU"):
+        assert got[key].item() == pytest.approx(ref[key], abs=1e-12), key
+    assert torch.isnan(got["per_class_iou"][6])  # absent everywhere: left out of the mean
+    assert got["per_class_iou"][5].item() == 0.0  # predicted but never true: IoU 0, counted
+
+
+def test_split_level_not_batch_average():
+    # One big image all right, one tiny image all wrong: the split score weights pixels.
+    metric = SegmentationMetrics(2)
+    metric.update(torch.zeros(1, 10, 10, dtype=torch.long), torch.zeros(1, 10, 10, dtype=torch.long))
+    metric.update(torch.zeros(1, 1, 1, dtype=torch.long), torch.ones(1, 1, 1, dtype=torch.long))
+    assert metric.compute()["pixel_acc"].item() == pytest.approx(100 / 101)
+
+
+def test_scores_from_confusion_by_hand():
+    cm = torch.tensor([[3, 1], [0, 4]])
+    s = scores_from_confusion(cm)
+    assert s["pixel_acc"].item() == pytest.approx(7 / 8)
+    assert s["per_class_iou"].tolist() == pytest.approx([3 / 4, 4 / 5])
+    assert s["mean_acc"].item() == pytest.approx((3 / 4 + 1) / 2)
+    assert s["fwIoU"].item() == pytest.approx(0.5 * 3 / 4 + 0.5 * 4 / 5)
