@@ -1,0 +1,63 @@
+"""Pictures of predictions: VOC colours, input | truth | prediction grids, confusion figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fcn.classes import voc_colormap
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_COLORS = torch.tensor(voc_colormap(256), dtype=torch.uint8)
+
+
+def colorize(mask: torch.Tensor) -> torch.Tensor:
+    """H x W class indices (255 void) -> 3 x H x W uint8 in VOC colours."""
+    return _COLORS[mask.long().clamp(0, 255).cpu()].permute(2, 0, 1)
+
+
+def denormalize(image: torch.Tensor) -> torch.Tensor:
+    """3 x H x W ImageNet-normalised float -> 3 x H x W uint8."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    return ((image.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def prediction_row(image: torch.Tensor, target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """One 3 x H x 3W uint8 strip: input | ground truth | prediction."""
+    return torch.cat([denormalize(image), colorize(target), colorize(pred)], dim=2)
+
+
+def prediction_grid(rows: list[torch.Tensor], gap: int = 4) -> torch.Tensor:
+    """Stack strips of different sizes into one 3 x H x W uint8 picture on a white canvas."""
+    height = sum(r.shape[1] for r in rows) + gap * (len(rows) - 1)
+    width = max(r.shape[2] for r in rows)
+    canvas = torch.full((3, height, width), 255, dtype=torch.uint8)
+    y = 0
+    for r in rows:
+        canvas[:, y : y + r.shape[1], : r.shape[2]] = r
+        y += r.shape[1] + gap
+    return canvas
+
+
+def confusion_figure(confmat: torch.Tensor, class_names: list[str]):
+    """A row-normalised confusion-matrix heat map as a matplotlib Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = confmat.double().cpu().numpy()
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.35 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, class_names, fontsize=7)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    fig.tight_layout()
+    return fig
