@@ -1,0 +1,152 @@
+"""torchvision backbones cut into stride-8/16/32 feature extractors, with weight loading.
+
+Every backbone maps `N x 3 x H x W` (H, W multiples of 32) to a dict with keys `stride8`,
+`stride16`, `stride32` and records their channel counts in `.channels`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision import models
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from fcn.errors import CheckpointError
+
+# name -> (torchvision constructor, ImageNet weights enum member, stride-8/16/32 channels)
+_SPECS: dict[str, tuple[Callable[..., nn.Module], models.WeightsEnum, tuple[int, int, int]]] = {
+    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, (128, 256, 512)),
+    "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1, (128, 256, 512)),
+    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1, (512, 1024, 2048)),
+    "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1, (512, 1024, 2048)),
+    "vgg16": (models.vgg16, models.VGG16_Weights.IMAGENET1K_V1, (256, 512, 4096)),
+}
+BACKBONES = tuple(_SPECS)
+
+_RESNET_NODES = {"layer2": "stride8", "layer3": "stride16", "layer4": "stride32"}
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet up to layer4 (no avgpool/fc); `body` keeps torchvision's key names."""
+
+    def __init__(self, net: nn.Module, channels: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.body = create_feature_extractor(net, return_nodes=_RESNET_NODES)
+        self.channels = channels
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.body(x)
+
+
+class VGGBackbone(nn.Module):
+    """VGG16 cut at pool3/pool4/pool5, then fc6/fc7 convolutionalized as in the FCN paper.
+
+    fc6 is a 7x7 conv (padding 3 keeps the stride-32 grid, where the paper pads the input by
+    100 and crops instead) and fc7 a 1x1 conv, both taking the classifier's Linear weights.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        feats = net.features
+        # torchvision vgg16.features: max pools sit at indices 4, 9, 16, 23, 30.
+        self.to_pool3 = feats[:17]
+        self.to_pool4 = feats[17:24]
+        self.to_pool5 = feats[24:31]
+        fc6 = nn.Conv2d(512, 4096, kernel_size=7, padding=3)
+        fc7 = nn.Conv2d(4096, 4096, kernel_size=1)
+        linear6, linear7 = net.classifier[0], net.classifier[3]
+        with torch.no_grad():
+            fc6.weight.copy_(linear6.weight.view(4096, 512, 7, 7))
+            fc6.bias.copy_(linear6.bias)
+            fc7.weight.copy_(linear7.weight.view(4096, 4096, 1, 1))
+            fc7.bias.copy_(linear7.bias)
+        self.fc6 = nn.Sequential(fc6, nn.ReLU(inplace=True), nn.Dropout2d())
+        self.fc7 = nn.Sequential(fc7, nn.ReLU(inplace=True), nn.Dropout2d())
+        self.channels = (256, 512, 4096)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        pool3 = self.to_pool3(x)
+        pool4 = self.to_pool4(pool3)
+        fc7 = self.fc7(self.fc6(self.to_pool5(pool4)))
+        return {"stride8": pool3, "stride16": pool4, "stride32": fc7}
+
+
+def _read_state_dict(path: str, name: str) -> Mapping[str, Tensor]:
+    """Load a local torchvision state dict safely (weights_only), as one-line errors."""
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"backbone.weights_path={path} does not exist: give the path of a torchvision "
+            f"{name} state dict (.pth)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise CheckpointError(
+            f"backbone.weights_path={path} is not a readable torch state dict "
+            f"({type(err).__name__}); expected a torchvision {name} state dict"
+        ) from None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(
+            f"backbone.weights_path={path} holds a {type(state).__name__}, not a state dict; "
+            f"expected a torchvision {name} state dict"
+        )
+    return state
+
+
+def _load_into(net: nn.Module, state: Mapping[str, Tensor], name: str, source: str) -> None:
+    """Strictly load `state` into the full torchvision model, naming what does not match."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad_shape = [
+        k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != own[k].shape
+    ]
+    if missing or unexpected or bad_shape:
+        example = (missing or unexpected or bad_shape)[0]
+        raise CheckpointError(
+            f"{source} does not match backbone {name}: expected a torchvision {name} state dict "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(bad_shape)} wrong-shape "
+            f"keys, e.g. {example!r})"
+        )
+    net.load_state_dict(state)
+
+
+def _download_state_dict(name: str, weights: models.WeightsEnum) -> Mapping[str, Tensor]:
+    """Fetch ImageNet weights through the torch hub cache; offline -> how to pass a file."""
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        # URLError/HTTPError are OSErrors; a corrupt cached file raises RuntimeError/Unpickling.
+        filename = os.path.basename(weights.url)
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise CheckpointError(
+            f"no cached ImageNet weights for backbone.name={name} and the download failed "
+            f"({type(err).__name__}): pass backbone.weights_path=/path/to/{filename} "
+            f"(a torchvision {name} state dict) or copy that file into {cache}"
+        ) from None
+
+
+def build_backbone(
+    name: str, pretrained: bool = False, weights_path: str | os.PathLike | None = None
+) -> nn.Module:
+    """Build backbone `name` (one of BACKBONES); weights_path wins over pretrained.
+
+    Raises KeyError for an unknown name (build_model turns it into a ConfigError).
+    """
+    ctor, weights, channels = _SPECS[name]
+    net = ctor(weights=None)
+    if weights_path is not None:
+        path = os.fspath(weights_path)
+        state = _read_state_dict(path, name)
+        _load_into(net, state, name, f"backbone.weights_path={path}")
+    elif pretrained:
+        state = _download_state_dict(name, weights)
+        _load_into(net, state, name, f"downloaded {weights}")
+    if name == "vgg16":
+        return VGGBackbone(net)
+    return ResNetBackbone(net, channels)
