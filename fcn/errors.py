@@ -28,6 +28,18 @@ def exit_on_user_error() -> Iterator[None]:
     """Turn an FCNError into `error: <message>` on stderr and exit status 2, no traceback."""
     try:
         yield
-    except FCNError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        user_error = _user_error_in_chain(err)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _user_error_in_chain(err: BaseException | None) -> FCNError | None:
+    """The FCNError behind `err`, also when Hydra's instantiate wrapped it in its own error."""
+    while err is not None:
+        if isinstance(err, FCNError):
+            return err
+        err = err.__cause__
+    return None

@@ -77,7 +77,9 @@ def build_scheduler(
     try:  # fail now, before training, on a bad name or key
         lr_factor(name, 0, total_steps, steps_per_epoch, **kw)
     except TypeError as err:
-        raise ConfigError(f"scheduler: {err}; see conf/scheduler/{name}.yaml for its keys") from None
+        raise ConfigError(
+            f"scheduler: {err}; see conf/scheduler/{name}.yaml for its keys"
+        ) from None
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(name, step, total_steps, steps_per_epoch, **kw)
     )

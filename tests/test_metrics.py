@@ -12,10 +12,22 @@ def numpy_scores(preds: np.ndarray, target: np.ndarray, num_classes: int) -> dic
     for t, p in zip(target[valid], preds[valid]):
         cm[t, p] += 1
     rows, cols, diag = cm.sum(1), cm.sum(0), np.diag(cm)
-    ious = [diag[c] / (rows[c] + cols[c] - diag[c]) for c in range(num_classes) if rows[c] + cols[c]]
+    ious = [
+        diag[c] / (rows[c] + cols[c] - diag[c]) for c in range(num_classes) if rows[c] + cols[c]
+    ]
     accs = [diag[c] / rows[c] for c in range(num_classes) if rows[c]]
-    fw = sum(rows[c] / cm.sum() * diag[c] / (rows[c] + cols[c] - diag[c]) for c in range(num_classes) if rows[c])
-    return {"pixel_acc": diag.sum() / cm.sum(), "mean_acc": np.mean(accs), "mIoU": np.mean(ious), "fwIoU": fw, "cm": cm}
+    fw = sum(
+        rows[c] / cm.sum() * diag[c] / (rows[c] + cols[c] - diag[c])
+        for c in range(num_classes)
+        if rows[c]
+    )
+    return {
+        "pixel_acc": diag.sum() / cm.sum(),
+        "mean_acc": np.mean(accs),
+        "mIoU": np.mean(ious),
+        "fwIoU": fw,
+        "cm": cm,
+    }
 
 
 def test_metrics_match_numpy_over_batches_with_void_and_absent_classes():
@@ -43,7 +55,9 @@ def test_metrics_match_numpy_over_batches_with_void_and_absent_classes():
 def test_split_level_not_batch_average():
     # One big image all right, one tiny image all wrong: the split score weights pixels.
     metric = SegmentationMetrics(2)
-    metric.update(torch.zeros(1, 10, 10, dtype=torch.long), torch.zeros(1, 10, 10, dtype=torch.long))
+    metric.update(
+        torch.zeros(1, 10, 10, dtype=torch.long), torch.zeros(1, 10, 10, dtype=torch.long)
+    )
     metric.update(torch.zeros(1, 1, 1, dtype=torch.long), torch.ones(1, 1, 1, dtype=torch.long))
     assert metric.compute()["pixel_acc"].item() == pytest.approx(100 / 101)
 

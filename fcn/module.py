@@ -1,0 +1,158 @@
+"""The LightningModule: an FCN, cross-entropy with void ignored, split-level metrics, pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from fcn.classes import VOID_INDEX
+from fcn.classes import class_names as default_class_names
+from fcn.errors import CheckpointError
+from fcn.metrics import SegmentationMetrics
+from fcn.models import build_model
+from fcn.optim import build_optimizer, build_scheduler
+from fcn.visualize import confusion_figure, prediction_grid, prediction_row
+
+
+class SegmentationModule(L.LightningModule):
+    """Trains and validates one FCN; its checkpoint rebuilds the model with no config."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        head: str = "fcn8s",
+        num_classes: int = 21,
+        pretrained: bool = False,
+        weights_path: str | None = None,
+        learn_upsampling: bool = True,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        num_log_images: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(
+            backbone,
+            head,
+            num_classes,
+            pretrained=pretrained,
+            weights_path=weights_path,
+            learn_upsampling=learn_upsampling,
+        )
+        self.class_names = list(class_names) if class_names else default_class_names(num_classes)
+        self.optimizer_cfg = dict(optimizer or {"name": "sgd", "lr": 0.01, "momentum": 0.9})
+        self.scheduler_cfg = dict(scheduler or {"name": "poly"})
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # Compiled forward kept off the module tree so checkpoints keep plain parameter names.
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.val_metrics = SegmentationMetrics(num_classes)
+        self.test_metrics = SegmentationMetrics(num_classes)
+        self._log_rows: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self._forward(images)
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, masks = batch
+        loss = F.cross_entropy(self(images), masks, ignore_index=VOID_INDEX)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[-1]["lr"], on_step=True)
+        return loss
+
+    # ---- validation and test --------------------------------------------------------------
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val", self.val_metrics)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test", self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split_metrics("test", self.test_metrics)
+
+    def _eval_step(self, batch, batch_idx: int, split: str, metrics: SegmentationMetrics) -> None:
+        images, masks = batch
+        logits = self(images)
+        if (masks != VOID_INDEX).any():  # an all-void batch has no loss to average
+            loss = F.cross_entropy(logits, masks, ignore_index=VOID_INDEX)
+            self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(images))
+        preds = logits.argmax(dim=1)
+        metrics.update(preds, masks)
+        if split == "val" and len(self._log_rows) < self.hparams.num_log_images:
+            for image, mask, pred in zip(images, masks, preds):
+                if len(self._log_rows) < self.hparams.num_log_images:
+                    self._log_rows.append(prediction_row(image, mask, pred))
+
+    def _log_split_metrics(self, split: str, metrics: SegmentationMetrics) -> None:
+        scores = metrics.compute()  # syncs the confusion matrix across processes
+        metrics.reset()
+        for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU"):
+            self.log(f"{split}/{key}", scores[key].float(), prog_bar=key == "mIoU")
+        for name, iou in zip(self.class_names, scores["per_class_iou"]):
+            if not torch.isnan(iou):
+                self.log(f"{split}/IoU/{_tag(name)}", iou.float())
+        rows, self._log_rows = self._log_rows, []
+        tb = self._tensorboard()
+        if tb is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        if rows:
+            tb.add_image(f"{split}/predictions", prediction_grid(rows), self.global_step)
+        fig = confusion_figure(scores["confmat"], self.class_names)
+        tb.add_figure(f"{split}/confusion_matrix", fig, self.global_step, close=True)
+
+    def _tensorboard(self):
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    # ---- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt_cfg = dict(self.optimizer_cfg)
+        optimizer = build_optimizer(self.model.backbone, self.model.head, **opt_cfg)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
+        scheduler = build_scheduler(optimizer, total, per_epoch, **self.scheduler_cfg)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ---- staged training ------------------------------------------------------------------
+    def load_matching_weights(self, path: str | Path) -> list[str]:
+        """Copy every weight of the checkpoint at `path` whose name and shape match (FCN-32s ->
+        16s -> 8s, as in the paper). Returns the names copied."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"init_from={path}: no such checkpoint file; pass a .ckpt path")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        own = self.state_dict()
+        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not any(k.startswith("model.backbone.") for k in matched):
+            raise CheckpointError(
+                f"init_from={path}: its backbone does not match {self.hparams.backbone}; "
+                "start from a checkpoint of the same backbone"
+            )
+        self.load_state_dict(matched, strict=False)
+        return sorted(matched)
+
+
+def _tag(name: str) -> str:
+    """A TensorBoard-safe tag piece: 'tv/monitor' -> 'tv_monitor'."""
+    return name.replace("/", "_").replace(" ", "_")
