@@ -1,0 +1,218 @@
+"""VOCDataModule: VOC-layout data (real, SBD-augmented or generated) for Lightning."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from fcn.classes import VOID_INDEX, class_names
+from fcn.data.synthetic import META_FILE, SYNTHETIC_CLASSES, ensure_synthetic_voc
+from fcn.data.transforms import EvalTransform, TrainTransform
+from fcn.data.voc import VOCSegmentation
+from fcn.distributed import eval_sampler
+from fcn.errors import ConfigError
+from fcn.resume import train_loader
+
+_SYNTHETIC_KEYS = ("num_train", "num_val", "size", "seed")
+
+
+def pad_collate(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack whole images of different sizes: pad bottom/right, image with 0, mask with 255."""
+    h = max(img.shape[-2] for img, _ in batch)
+    w = max(img.shape[-1] for img, _ in batch)
+    images = [
+        F.pad(img, (0, w - img.shape[-1], 0, h - img.shape[-2]), value=0.0) for img, _ in batch
+    ]
+    masks = [F.pad(m, (0, w - m.shape[-1], 0, h - m.shape[-2]), value=VOID_INDEX) for _, m in batch]
+    return torch.stack(images), torch.stack(masks)
+
+
+def _positive_pair(value: Any, key: str) -> tuple[int, int]:
+    """[height, width] of positive ints (a single int means a square); ConfigError naming `key`."""
+    items = [value, value] if isinstance(value, int) else value
+    try:
+        items = list(items)
+    except TypeError:
+        items = []
+    ok = len(items) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in items)
+    if not ok:
+        raise ConfigError(f"{key} must be [height, width] as two positive ints, got {value!r}")
+    if min(items) <= 0:
+        raise ConfigError(f"{key} must be positive, got {items}: e.g. {key}=[320,480]")
+    return items[0], items[1]
+
+
+def _validation_cache() -> Path:
+    """Where large splits that passed validation are remembered (FCN_CACHE, ~/.cache/fcn)."""
+    return Path(os.environ.get("FCN_CACHE", "~/.cache/fcn")).expanduser() / "validated"
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+class VOCDataModule(L.LightningDataModule):
+    """Train on random crops, validate/test on whole images; every id is used.
+
+    With `synthetic` set (generator arguments num_train, num_val, size, seed), `root` is a
+    cache folder: the tree is generated once into root/<key> and read back through the same
+    VOC code as real data.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/VOCdevkit/VOC2012",
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        train_label_dir: str = "SegmentationClass",
+        val_label_dir: str = "SegmentationClass",
+        crop_size: Sequence[int] = (320, 480),
+        scale_range: Sequence[float] = (0.5, 2.0),
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        num_classes: int = 21,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.crop_size = _positive_pair(crop_size, "data.crop_size")
+        self.batch_size = _positive_int(batch_size, "data.batch_size")
+        self.val_batch_size = _positive_int(val_batch_size, "data.val_batch_size")
+        self.num_classes = _positive_int(num_classes, "data.num_classes")
+        try:
+            lo, hi = float(scale_range[0]), float(scale_range[1])
+        except (TypeError, ValueError, IndexError):
+            raise ConfigError(f"data.scale_range must be [min, max], got {scale_range}") from None
+        if not 0 < lo <= hi:
+            raise ConfigError(f"data.scale_range must satisfy 0 < min <= max, got {[lo, hi]}")
+        self.scale_range = (lo, hi)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        self.num_workers = num_workers
+        self.root = root
+        self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
+        self.train_label_dir, self.val_label_dir = train_label_dir, val_label_dir
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.synthetic = self._check_synthetic(synthetic)
+        self.train_dataset: VOCSegmentation | None = None
+        self.val_dataset: VOCSegmentation | None = None
+        self.test_dataset: VOCSegmentation | None = None
+
+    def _check_synthetic(self, synthetic: dict[str, Any] | None) -> dict[str, Any] | None:
+        if synthetic is None:
+            return None
+        synthetic = dict(synthetic)
+        unknown = sorted(set(synthetic) - set(_SYNTHETIC_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"data.synthetic has unknown keys {unknown}: allowed {list(_SYNTHETIC_KEYS)}"
+            )
+        if "size" in synthetic:
+            synthetic["size"] = list(_positive_pair(synthetic["size"], "data.synthetic.size"))
+        for key in ("num_train", "num_val"):
+            if key in synthetic:
+                _positive_int(synthetic[key], f"data.synthetic.{key}")
+        if self.num_classes != len(SYNTHETIC_CLASSES):
+            raise ConfigError(
+                f"data.num_classes={self.num_classes} but the synthetic data has "
+                f"{len(SYNTHETIC_CLASSES)} classes: set data.num_classes={len(SYNTHETIC_CLASSES)}"
+            )
+        return synthetic
+
+    @property
+    def class_names(self) -> list[str]:
+        """Synthetic names for generated trees (also one passed as a plain root), else VOC's."""
+        if self.synthetic is not None:
+            return list(SYNTHETIC_CLASSES)
+        meta = Path(self.root).expanduser() / META_FILE
+        if meta.is_file():
+            names = json.loads(meta.read_text()).get("classes", [])
+            if len(names) == self.num_classes:
+                return list(names)
+        return class_names(self.num_classes)
+
+    @property
+    def data_root(self) -> Path:
+        """The VOC tree actually read (for synthetic data: the generated tree in the cache)."""
+        if self.synthetic is not None:
+            return ensure_synthetic_voc(self.root, **self.synthetic)
+        return Path(self.root).expanduser()
+
+    def prepare_data(self) -> None:
+        # Rank 0 (per node) generates; setup() on other ranks finds it or races safely.
+        if self.synthetic is not None:
+            ensure_synthetic_voc(self.root, **self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        root = self.data_root
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = VOCSegmentation(
+                root,
+                self.train_split,
+                self.train_label_dir,
+                self.num_classes,
+                TrainTransform(self.crop_size, self.scale_range),
+            )
+            self.train_dataset.validate(cache_dir=_validation_cache())
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = self._eval_dataset(root, self.val_split)
+        if stage in (None, "test", "predict") and self.test_dataset is None:
+            same = self.val_dataset is not None and self.test_split == self.val_split
+            self.test_dataset = (
+                self.val_dataset if same else self._eval_dataset(root, self.test_split)
+            )
+
+    def _eval_dataset(self, root: Path, split: str) -> VOCSegmentation:
+        dataset = VOCSegmentation(
+            root, split, self.val_label_dir, self.num_classes, EvalTransform()
+        )
+        dataset.validate(cache_dir=_validation_cache())
+        return dataset
+
+    def _loader(self, dataset: VOCSegmentation | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        common = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+        }
+        # --- scale-out (fcn/resume.py, fcn/distributed.py) ---
+        # Training: a stream that resumes mid-epoch exactly (seeded order and augmentation).
+        # Val/test: under DDP every image on exactly one rank (no padding repeats in metrics).
+        if train:
+            return train_loader(dataset, self.batch_size, **common)
+        return DataLoader(
+            dataset,
+            batch_size=self.val_batch_size,
+            sampler=eval_sampler(dataset),
+            shuffle=False,
+            drop_last=False,
+            collate_fn=pad_collate,
+            **common,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, train=False)

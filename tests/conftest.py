@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny generated VOC tree, the real voc_mini subset (when present)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fcn.data import VOCDataModule, generate_synthetic_voc
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real VOC pairs live beside the repo (../shared/data/voc_mini), never inside it.
+VOC_MINI = Path(os.environ.get("FCN_VOC_MINI", REPO_ROOT.parent / "shared" / "data" / "voc_mini"))
+
+TINY_NUM_TRAIN, TINY_NUM_VAL, TINY_SIZE = 8, 4, (64, 64)
+
+
+@pytest.fixture(scope="session")
+def tiny_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic VOC tree: 8 train + 4 val pairs, ~64x64 (+-25%), 6 classes. Read-only:
+    copy it (shutil.copytree) before changing anything."""
+    root = tmp_path_factory.mktemp("tiny_voc") / "VOC"
+    return generate_synthetic_voc(root, TINY_NUM_TRAIN, TINY_NUM_VAL, TINY_SIZE, seed=0)
+
+
+@pytest.fixture
+def tiny_datamodule(tiny_voc: Path) -> VOCDataModule:
+    """A VOCDataModule over `tiny_voc` for fast CPU tests (64x64 crops, batch 4, no workers)."""
+    return VOCDataModule(
+        root=str(tiny_voc),
+        num_classes=6,
+        crop_size=[64, 64],
+        batch_size=4,
+        val_batch_size=2,
+        num_workers=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def voc_mini() -> Path:
+    """The real 147 train / 142 val VOC 2012 pairs; skips the test where they are absent."""
+    if not (VOC_MINI / "ImageSets" / "Segmentation" / "train.txt").is_file():
+        pytest.skip(f"voc_mini not found at {VOC_MINI} (set FCN_VOC_MINI)")
+    return VOC_MINI
