@@ -1,0 +1,192 @@
+"""`python -m fcn.evaluate ckpt_path=FILE [data=...] [split=val] [eval.mode=slide ...]`.
+
+Scores a checkpoint on one split, each image whole at its own size (batch of 1, so no
+padding from other images reaches its logits), with the same confusion-matrix metrics as
+training. Prints a per-class table and writes metrics.json (and optionally predictions.png)
+into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from fcn.errors import ConfigError, exit_on_user_error
+from fcn.inference import InferenceOptions, load_segmentation_module, predict_logits
+from fcn.metrics import SegmentationMetrics
+from fcn.visualize import prediction_grid, prediction_row
+
+
+class Evaluator(L.LightningModule):
+    """Test-time wrapper: TTA logits -> argmax -> one split-level confusion matrix."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        num_classes: int,
+        options: InferenceOptions,
+        num_figure_images: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.options = options
+        self.metrics = SegmentationMetrics(num_classes)
+        self.num_figure_images = num_figure_images
+        self.figure_rows: list[torch.Tensor] = []
+        self.num_images = 0
+        self.scores: dict[str, torch.Tensor] = {}
+        self.seconds = 0.0
+
+    def on_test_epoch_start(self) -> None:
+        self.seconds = time.perf_counter()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, masks = batch
+        preds = predict_logits(self.model, images, self.options).argmax(dim=1)
+        self.metrics.update(preds, masks)
+        self.num_images += len(images)
+        for image, mask, pred in zip(images, masks, preds, strict=True):
+            if len(self.figure_rows) < self.num_figure_images:
+                self.figure_rows.append(prediction_row(image, mask, pred))
+
+    def on_test_epoch_end(self) -> None:
+        self.seconds = time.perf_counter() - self.seconds
+        self.scores = self.metrics.compute()  # syncs the confusion matrix across processes
+        count = torch.tensor(float(self.num_images), device=self.device)
+        self.num_images = int(self.trainer.strategy.reduce(count, reduce_op="sum").item())
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate `cfg.ckpt_path` on `cfg.split` of `cfg.data`; returns the metrics.json dict."""
+    options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
+    module = load_segmentation_module(cfg.get("ckpt_path"))
+    num_classes = int(module.hparams.num_classes)
+
+    datamodule = instantiate(cfg.data, test_split=cfg.split)
+    if datamodule.num_classes != num_classes:
+        raise ConfigError(
+            f"data.num_classes={datamodule.num_classes} but ckpt_path={cfg.ckpt_path} predicts "
+            f"{num_classes} classes: evaluate on data with {num_classes} classes "
+            f"(data.num_classes={num_classes}) or use that data's checkpoint"
+        )
+    datamodule.prepare_data()
+    datamodule.setup("test")  # checks every pair of the split before any forward pass
+    dataset = datamodule.test_dataset
+    loader = DataLoader(
+        dataset,
+        batch_size=1,  # whole images at their own size: no padding from a batch-mate
+        shuffle=False,
+        num_workers=datamodule.num_workers,
+        persistent_workers=False,
+        pin_memory=datamodule.pin_memory,
+    )
+
+    figure = bool(cfg.eval.get("save_figure", False))
+    evaluator = Evaluator(
+        module.model,
+        num_classes,
+        options,
+        num_figure_images=int(cfg.eval.get("num_figure_images", 8)) if figure else 0,
+    )
+    output_dir = Path(cfg.paths.output_dir)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=False, callbacks=[], default_root_dir=str(output_dir)
+    )
+    trainer.test(evaluator, dataloaders=loader, verbose=False)
+
+    names = list(datamodule.class_names)
+    result = metrics_dict(evaluator.scores, names, evaluator.num_images)
+    result.update(ckpt_path=str(cfg.ckpt_path), split=cfg.split, eval=_plain(cfg.eval))
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        print(format_table(evaluator.scores, names))
+        path = output_dir / "metrics.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        line = (
+            f"{cfg.split}: mIoU={result['mIoU']:.4f} pixel_acc={result['pixel_acc']:.4f} "
+            f"mean_acc={result['mean_acc']:.4f} fwIoU={result['fwIoU']:.4f} "
+            f"images={result['num_images']} ({_rate(evaluator)}) metrics={path}"
+        )
+        if evaluator.figure_rows:
+            figure_path = output_dir / "predictions.png"
+            save_grid(evaluator.figure_rows, figure_path)
+            line += f" figure={figure_path}"
+        print(line)
+    return result
+
+
+def metrics_dict(scores: dict[str, torch.Tensor], names: list[str], num_images: int) -> dict:
+    """The metrics.json content; classes absent from truth and prediction are null."""
+
+    def num(t: torch.Tensor) -> float | None:
+        v = float(t)
+        return None if math.isnan(v) else v
+
+    return {
+        "pixel_acc": num(scores["pixel_acc"]),
+        "mean_acc": num(scores["mean_acc"]),
+        "mIoU": num(scores["mIoU"]),
+        "fwIoU": num(scores["fwIoU"]),
+        "per_class_iou": {n: num(v) for n, v in zip(names, scores["per_class_iou"], strict=True)},
+        "per_class_acc": {n: num(v) for n, v in zip(names, scores["per_class_acc"], strict=True)},
+        "num_images": num_images,
+    }
+
+
+def format_table(scores: dict[str, torch.Tensor], names: list[str]) -> str:
+    """Per-class IoU / accuracy / ground-truth pixel count, then the summary metrics."""
+    confmat = scores["confmat"].double().cpu()
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'class':<{width}}  {'IoU':>7}  {'acc':>7}  {'pixels':>10}"]
+    for i, name in enumerate(names):
+        iou, acc = float(scores["per_class_iou"][i]), float(scores["per_class_acc"][i])
+        lines.append(
+            f"{name:<{width}}  {_pct(iou):>7}  {_pct(acc):>7}  {int(confmat[i].sum()):>10d}"
+        )
+    lines.append("-" * len(lines[0]))
+    for key in ("mIoU", "mean_acc", "pixel_acc", "fwIoU"):
+        lines.append(f"{key:<{width}}  {_pct(float(scores[key])):>7}")
+    return "\n".join(lines)
+
+
+def _rate(evaluator: Evaluator) -> str:
+    """Images per second of this process's share (data loading included)."""
+    per_rank = evaluator.num_images / max(evaluator.trainer.world_size, 1)
+    return f"{per_rank / max(evaluator.seconds, 1e-9):.2f} images/s per process"
+
+
+def _pct(v: float) -> str:
+    return "-" if math.isnan(v) else f"{100 * v:.2f}"
+
+
+def save_grid(rows: list[torch.Tensor], path: Path) -> None:
+    """Rows of image | ground truth | prediction, stacked into one PNG."""
+    from PIL import Image
+
+    grid = prediction_grid(rows)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    # Bad input (checkpoint, data, options) is one line on stderr and exit status 2.
+    with exit_on_user_error():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

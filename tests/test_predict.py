@@ -1,0 +1,133 @@
+"""fcn-predict: masks at the input's exact size, palette PNGs, overlays, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# The session's tiny checkpoint and config helpers (tests/ is on sys.path under pytest).
+from test_evaluate import REPO, predict_cfg, trained_checkpoint
+
+from fcn.classes import voc_palette
+from fcn.errors import CheckpointError, ConfigError, DataError
+from fcn.predict import predict
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_voc) -> Path:
+    return trained_checkpoint(tmp_path_factory, tiny_voc)
+
+
+def write_image(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_masks_and_overlays_have_the_input_size(ckpt, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_image(inputs / "odd.jpg", 97, 131)
+    write_image(inputs / "tall.png", 131, 97, seed=1)
+    write_image(inputs / "small.bmp", 20, 45, seed=2)  # under the FCN's 32 px: padded inside
+    (inputs / "notes.txt").write_text("not an image, not picked up from a folder")
+    out = tmp_path / "out"
+    written = predict(predict_cfg(ckpt, inputs, out))
+    assert sorted(p.name for p in written) == ["odd.png", "small.png", "tall.png"]
+    for stem, (h, w) in {"odd": (97, 131), "tall": (131, 97), "small": (20, 45)}.items():
+        mask = Image.open(out / f"{stem}.png")
+        assert mask.mode == "P" and mask.size == (w, h)
+        assert mask.getpalette()[: 3 * 21] == voc_palette()[: 3 * 21]
+        assert int(np.asarray(mask).max()) < 6
+        assert Image.open(out / f"{stem}_overlay.jpg").size == (w, h)
+
+
+def test_flip_and_slide_options_apply(ckpt, tmp_path):
+    image = write_image(tmp_path / "one.jpg", 97, 131)
+    whole = predict(predict_cfg(ckpt, image, tmp_path / "whole"))[0]
+    slide = predict(
+        predict_cfg(ckpt, image, tmp_path / "slide", "eval.mode=slide", "eval.window=[128,256]")
+    )[0]
+    # One window covering the image is the whole image.
+    assert np.array_equal(np.asarray(Image.open(slide)), np.asarray(Image.open(whole)))
+    flipped = predict(
+        predict_cfg(ckpt, image, tmp_path / "flip", "eval.flip=true", "eval.window=[64,64]")
+    )[0]
+    assert np.asarray(Image.open(flipped)).shape == (97, 131)
+
+
+def test_existing_outputs_are_never_overwritten_silently(ckpt, tmp_path):
+    image = write_image(tmp_path / "a.jpg", 64, 64)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"precious")
+    with pytest.raises(ConfigError, match=r"already holds a\.png: .*overwrite=true"):
+        predict(predict_cfg(ckpt, image, tmp_path / "run", f"output_dir={out}"))
+    assert (out / "a.png").read_bytes() == b"precious"
+    assert not (out / "a_overlay.jpg").exists()
+    predict(predict_cfg(ckpt, image, tmp_path / "run", f"output_dir={out}", "overwrite=true"))
+    assert Image.open(out / "a.png").size == (64, 64)
+
+
+def test_bad_inputs_stop_before_anything_is_written(ckpt, tmp_path):
+    out = tmp_path / "out"
+
+    def run(input_path, *overrides, ckpt_path=ckpt):
+        return predict(predict_cfg(ckpt_path, input_path, out, *overrides))
+
+    with pytest.raises(DataError, match="no such file or folder"):
+        run(tmp_path / "missing.jpg")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="the folder holds no images"):
+        run(empty)
+    text = tmp_path / "readme.txt"
+    text.write_text("hello")
+    with pytest.raises(DataError, match="is not an image this tool can read"):
+        run(text)
+    fake = tmp_path / "fake.jpg"
+    fake.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(DataError, match="fake.jpg is not an image"):
+        run(fake)
+    big = write_image(tmp_path / "big.png", 100, 120)
+    with pytest.raises(DataError, match=r"100 = 12,000 pixels, over max_pixels=10,000"):
+        run(big, "max_pixels=10000")
+    with pytest.raises(CheckpointError, match="no such file"):
+        run(big, ckpt_path=tmp_path / "none.ckpt")
+    # A folder with one bad image among good ones: refused whole, before any output.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_image(mixed / "good.jpg", 64, 64)
+    (mixed / "bad.png").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="bad.png is not an image"):
+        run(mixed)
+    assert not out.exists()
+
+
+def test_cli_not_an_image_exits_nonzero_with_one_line(ckpt, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fcn.predict",
+            f"ckpt_path={ckpt}",
+            f"input={text}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "notes.txt is not an image" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "run").glob("*.png"))
