@@ -53,8 +53,10 @@ class SegmentationModule(L.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        # Compiled forward kept off the module tree so checkpoints keep plain parameter names.
-        self._forward = torch.compile(self.model) if compile else self.model
+        # Compiled forward kept off the module tree so checkpoints keep plain parameter names
+        # (assigned past nn.Module.__setattr__: a compiled module would register as a second
+        # copy of every weight, `_forward._orig_mod.*`).
+        object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)
         self._log_rows: list[torch.Tensor] = []

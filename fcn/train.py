@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+from pathlib import Path
+
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from fcn.checkpoints import check_checkpoint, resolve_resume
+from fcn.distributed import (
+    check_same_config,
+    install_hydra_ddp_launcher,
+    launched_ranks_cleanup,
+    sync_batchnorm_supported,
+)
 from fcn.errors import exit_on_user_error
+from fcn.resume import InterruptCheckpoint, RestoreTrainingStream
+
+# Launched DDP ranks run this file too: only rank 0 talks.
+say = rank_zero_only(print)
 
 
 def build_callbacks_and_loggers(cfg: DictConfig) -> tuple[list, list]:
@@ -20,6 +38,37 @@ def build_callbacks_and_loggers(cfg: DictConfig) -> tuple[list, list]:
 def train(cfg: DictConfig) -> float:
     """Fit and test one configuration; returns the best val mIoU (what sweepers maximise)."""
     ckpt_path = resolve_resume(cfg.get("ckpt_path"), cfg.get("resume"))
+    _prepare_scale_out(cfg, ckpt_path)
+    trainer_ref: list[L.Trainer] = []
+    with launched_ranks_cleanup(trainer_ref):
+        return _train(cfg, ckpt_path, trainer_ref)
+
+
+def _prepare_scale_out(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """Config decisions that must be the same on every rank (ranks rerun this on their config)."""
+    run_dir = _owning_run_dir(ckpt_path)
+    if run_dir is not None:
+        # Resume in place: checkpoints, TensorBoard curves and best-k bookkeeping continue in the
+        # run that made the checkpoint (this invocation's own Hydra dir only keeps its config).
+        cfg.paths.output_dir = str(run_dir)
+    if cfg.trainer.get("sync_batchnorm") and not sync_batchnorm_supported(cfg.trainer.accelerator):
+        say("note: trainer.sync_batchnorm needs a GPU (SyncBatchNorm rejects CPU tensors); off")
+        cfg.trainer.sync_batchnorm = False
+    if HydraConfig.initialized():
+        check_same_config(cfg)
+        install_hydra_ddp_launcher(cfg)
+
+
+def _owning_run_dir(ckpt_path: str | None) -> Path | None:
+    """`<run>` for a checkpoint at `<run>/checkpoints/*.ckpt` (where fcn.train puts them)."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path).absolute()
+    run = path.parent.parent
+    return run if path.parent.name == "checkpoints" else None
+
+
+def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -32,16 +81,21 @@ def train(cfg: DictConfig) -> float:
         check_checkpoint(ckpt_path, module)
     elif cfg.get("init_from"):
         copied = module.load_matching_weights(cfg.init_from)
-        print(f"init_from: copied {len(copied)} tensors from {cfg.init_from}")
+        say(f"init_from: copied {len(copied)} tensors from {cfg.init_from}")
 
     callbacks, loggers = build_callbacks_and_loggers(cfg)
+    interrupt = InterruptCheckpoint(Path(cfg.paths.output_dir) / "checkpoints")
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=callbacks,
+        callbacks=[*callbacks, interrupt, RestoreTrainingStream()],
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer_ref.append(trainer)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        _exit_interrupted(trainer, interrupt, cfg)
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_score = (
@@ -55,11 +109,27 @@ def train(cfg: DictConfig) -> float:
     for logger in loggers:
         final = {"hparams/best_val_mIoU": best}
         final.update({f"hparams/{k}": v for k, v in test_metrics.items() if "IoU/" not in k})
-        logger.log_hyperparams(_flat_hparams(cfg), final)
+        if isinstance(logger, TensorBoardLogger):  # hparams view: params with their results
+            logger.log_hyperparams(_flat_hparams(cfg), final)
+        else:  # e.g. CSVLogger: log_hyperparams takes no metrics
+            logger.log_hyperparams(_flat_hparams(cfg))
+            logger.log_metrics(final, step=trainer.global_step)
     if trainer.is_global_zero:
         log_dir = loggers[0].log_dir if loggers else cfg.paths.output_dir
         print(f"best val/mIoU={best:.4f} checkpoint={best_path or 'none'} logs={log_dir}")
     return best
+
+
+def _exit_interrupted(trainer: L.Trainer, interrupt: InterruptCheckpoint, cfg: DictConfig) -> None:
+    """SIGTERM/SIGINT during fit: last.ckpt is written; say how to resume, exit 128+SIGTERM."""
+    if trainer.is_global_zero:
+        saved = interrupt.saved or "none"
+        print(
+            f"interrupted at step {trainer.global_step}: saved {saved}; "
+            f"continue with resume={cfg.paths.output_dir}",
+            flush=True,
+        )
+    sys.exit(128 + signal.SIGTERM)
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:
