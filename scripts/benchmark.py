@@ -101,7 +101,7 @@ FULL = Settings(
     seed_reps=30,
     rss_overrides=("trainer.max_epochs=1",),
     rss_note="python -m fcn.train trainer.max_epochs=1 (defaults otherwise: synthetic data, "
-    "FCN-8s/ResNet-18, batch 16, 2 workers, val + test); capped at 1 of 30 epochs",
+    "FCN-8s/ResNet-18, batch 16, 2 workers, val + test); capped at 1 of the 8 default epochs",
 )
 
 QUICK = Settings(
