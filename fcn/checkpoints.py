@@ -48,13 +48,16 @@ def check_checkpoint(path: str | Path, model: nn.Module) -> dict:
     theirs = ckpt["state_dict"]
     missing = [k for k in own if k not in theirs]
     wrong = [k for k in own if k in theirs and theirs[k].shape != own[k].shape]
-    if missing or wrong:
+    # e.g. a ResNet-34 checkpoint holds every ResNet-18 name plus blocks of its own
+    extra = [k for k in theirs if k not in own]
+    if missing or wrong or extra:
         hp = ckpt.get("hyper_parameters", {})
         made = f"{hp.get('backbone', '?')}/{hp.get('head', '?')} with {hp.get('num_classes', '?')}"
-        first = (missing or wrong)[0]
+        first = (missing or wrong or extra)[0]
         raise CheckpointError(
             f"ckpt_path={path}: made for {made} classes, does not match this model "
-            f"({len(missing)} missing, {len(wrong)} mis-shaped tensors, e.g. {first}); "
+            f"({len(missing)} missing, {len(wrong)} mis-shaped, {len(extra)} unexpected tensors, "
+            f"e.g. {first}); "
             "use the same backbone, head and num_classes"
         )
     return ckpt

@@ -166,3 +166,16 @@ def test_cli_run_and_multirun_make_their_directories(tmp_path, data_dir):
     jobs = sorted((tmp_path / "outputs" / "multirun").glob("*/*/*/checkpoints/last.ckpt"))
     assert len(jobs) == 2
     assert result.stdout.count("best val/mIoU=") == 2
+
+
+def test_checkpoint_of_a_deeper_backbone_is_refused(tmp_path):
+    from fcn.checkpoints import check_checkpoint
+    from fcn.errors import CheckpointError
+    from fcn.module import SegmentationModule
+
+    deeper = SegmentationModule(backbone="resnet34", head="fcn8s", num_classes=3)
+    path = tmp_path / "resnet34.ckpt"
+    torch.save({"state_dict": deeper.state_dict()}, path)
+    # every ResNet-18 name exists in a ResNet-34 with the same shape: only the extras tell
+    with pytest.raises(CheckpointError, match="unexpected"):
+        check_checkpoint(path, SegmentationModule(backbone="resnet18", head="fcn8s", num_classes=3))
