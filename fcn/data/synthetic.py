@@ -1,9 +1,11 @@
 """A deterministic synthetic VOC tree whose classes need spatial context to tell apart.
 
-Each object's class is its SHAPE and TEXTURE (disc = concentric bands, square = checkerboard,
-triangle = diagonal stripes, ring = plain annulus, cross = polka dots); colours are drawn per
-instance from the same distribution as the background's, so a pixel's colour alone says
-little. Labels are palette PNGs with a void (255) band along every outline, as in VOC.
+Each object's class is its SHAPE and TEXTURE (disc = polka dots, square = checkerboard,
+triangle = horizontal stripes, ring = plain annulus, cross = vertical stripes); colours are
+drawn per instance from the same distribution as the background's, so a pixel's colour alone
+says little. Shapes turn at random; textures stay upright at one scale (period 8-12 px), so a
+window of a few periods tells most classes apart and the outline settles the rest.
+Labels are palette PNGs with a void (255) band along every outline, as in VOC.
 
     python -m fcn.data.synthetic ROOT [--num-train N] [--num-val N] [--size H W] [--seed S]
 """
@@ -26,7 +28,7 @@ from fcn.errors import DataError
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "disc", "square", "triangle", "ring", "cross")
 # Bump when the drawing changes, so cached trees from older code are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 5
 JPEG_QUALITY = 90
 META_FILE = "synthetic.json"
 _SPLIT_CODES = {"train": 0, "val": 1}
@@ -53,7 +55,7 @@ def _object(
     rng: np.random.Generator, cls: int, h: int, w: int
 ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
     """One object of class `cls`: (its bounding box, boolean mask and RGB texture in the box)."""
-    s = min(h, w) * rng.uniform(0.12, 0.6)  # object extent in pixels
+    s = min(h, w) * rng.uniform(0.3, 0.65)  # object extent in pixels
     cy = rng.uniform(0.1 * h, 0.9 * h)
     cx = rng.uniform(0.1 * w, 0.9 * w)
     theta = rng.uniform(0, 2 * np.pi)
@@ -62,25 +64,28 @@ def _object(
     y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 1)
     x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 1)
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    # Local coordinates rotate with the object, so shape and texture turn together.
+    # Local coordinates turn with the object: they draw its outline.
     dy, dx = yy - cy, xx - cx
     u = dx * np.cos(theta) + dy * np.sin(theta)
     v = -dx * np.sin(theta) + dy * np.cos(theta)
     half = s / 2
-    period = max(3.0, s * rng.uniform(0.1, 0.2))
+    # Textures stay upright (image axes, random phase) at one scale: what tells classes apart
+    # is the pattern, not its angle or size.
+    period = rng.uniform(8.0, 12.0)
     c1, c2 = _colour_pair(rng)
     name = SYNTHETIC_CLASSES[cls]
+    du = np.mod(xx + rng.uniform(0, period), period) - period / 2  # centred in its cell
+    dv = np.mod(yy + rng.uniform(0, period), period) - period / 2
     if name == "disc":
-        rho = np.hypot(u, v)
-        mask = rho <= half
-        pattern = np.floor(rho / period) % 2 == 1
+        mask = np.hypot(u, v) <= half
+        pattern = du * du + dv * dv <= (0.38 * period) ** 2
     elif name == "square":
         mask = (np.abs(u) <= half) & (np.abs(v) <= half)
-        pattern = (np.floor(u / period) + np.floor(v / period)) % 2 == 1
+        pattern = (du < 0) ^ (dv < 0)
     elif name == "triangle":
-        r = 0.6 * s  # circumradius: comparable area to the other shapes
+        r = 0.7 * s  # circumradius: an area comparable to the other shapes
         mask = (v >= -r / 2) & (np.sqrt(3) * u + v <= r) & (-np.sqrt(3) * u + v <= r)
-        pattern = np.floor((u + v) / (period * np.sqrt(2))) % 2 == 1
+        pattern = np.abs(dv) <= period / 4
     elif name == "ring":
         rho = np.hypot(u, v)
         mask = (rho <= half) & (rho >= half * rng.uniform(0.45, 0.65))
@@ -90,9 +95,7 @@ def _object(
         mask = ((np.abs(u) <= half) & (np.abs(v) <= arm)) | (
             (np.abs(v) <= half) & (np.abs(u) <= arm)
         )
-        du = np.mod(u, period) - period / 2
-        dv = np.mod(v, period) - period / 2
-        pattern = du * du + dv * dv <= (0.32 * period) ** 2
+        pattern = np.abs(du) <= period / 4
     else:  # pragma: no cover - SYNTHETIC_CLASSES and this switch change together
         raise ValueError(f"no drawing for class {name!r}")
     texture = np.where(pattern[..., None], c2, c1)
@@ -121,7 +124,7 @@ def render_sample(
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     image = _background(rng, yy, xx)
     label = np.zeros((h, w), dtype=np.uint8)
-    for _ in range(int(rng.integers(1, 5))):  # later objects are drawn on top
+    for _ in range(int(rng.integers(1, 4))):  # later objects are drawn on top
         cls = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
         box, mask, texture = _object(rng, cls, h, w)
         image[box][mask] = texture[mask]
