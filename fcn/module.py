@@ -114,8 +114,11 @@ class SegmentationModule(L.LightningModule):
             return
         if rows:
             tb.add_image(f"{split}/predictions", prediction_grid(rows), self.global_step)
-        fig = confusion_figure(scores["confmat"], self.class_names)
-        tb.add_figure(f"{split}/confusion_matrix", fig, self.global_step, close=True)
+        if split == "test":
+            # Drawn once, for the best checkpoint: matplotlib costs ~1 s per figure, and the
+            # per-class IoU curves already follow every validation.
+            fig = confusion_figure(scores["confmat"], self.class_names)
+            tb.add_figure(f"{split}/confusion_matrix", fig, self.global_step, close=True)
 
     def _tensorboard(self):
         for logger in self.loggers:

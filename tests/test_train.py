@@ -112,7 +112,7 @@ def test_fit_logs_tags_checkpoints_and_resumes(tmp_path, data_dir, capsys):
             "val/fwIoU",
             "val/IoU/background",
             "val/predictions",
-            "val/confusion_matrix",
+            "test/confusion_matrix",
             "test/mIoU",
         ),
     }
