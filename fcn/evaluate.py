@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from fcn.errors import ConfigError, exit_on_user_error
 from fcn.inference import InferenceOptions, load_segmentation_module, predict_logits
-from fcn.metrics import SegmentationMetrics
+from fcn.metrics import SegmentationMetrics, argmax_classes
 from fcn.visualize import prediction_grid, prediction_row
 
 
@@ -52,7 +52,7 @@ class Evaluator(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, masks = batch
-        preds = predict_logits(self.model, images, self.options).argmax(dim=1)
+        preds = argmax_classes(predict_logits(self.model, images, self.options))
         self.metrics.update(preds, masks)
         self.num_images += len(images)
         for image, mask, pred in zip(images, masks, preds, strict=True):

@@ -12,6 +12,24 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from fcn.classes import VOID_INDEX
 
 
+def argmax_classes(logits: torch.Tensor) -> torch.Tensor:
+    """`logits.argmax(dim=1)` (N x C x H x W -> N x H x W int64, first maximum on ties), faster.
+
+    On CPU, argmax and max(dim).indices over the class dim take a slow generic kernel (~40 and
+    ~8 ms for 21 x 375 x 500); the value-only amax is vectorised (< 1 ms). So: find the top
+    value, mark the classes that reach it, and take a uint8 amax of descending class weights,
+    which picks the lowest such class (~3 ms).
+    """
+    num_classes = logits.shape[1]
+    if num_classes > 255:  # the weights must fit in uint8
+        return logits.argmax(dim=1)
+    top = logits.amax(dim=1, keepdim=True)
+    weights = torch.arange(num_classes, 0, -1, dtype=torch.uint8, device=logits.device)
+    first = ((logits == top) * weights.view(1, -1, 1, 1)).amax(dim=1)
+    # NaN logits match nothing (first = 0): report the last class rather than an invalid one.
+    return (num_classes - first.clamp_(min=1)).long()
+
+
 def scores_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
     """Reduce a C x C confusion matrix (rows = truth, cols = prediction) to the FCN metrics.
 
@@ -50,8 +68,8 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         if preds.ndim == target.ndim + 1:
-            preds = preds.argmax(dim=1)
-        super().update(preds, target)
+            preds = argmax_classes(preds)
+        super().update(preds, target.long())
 
     def compute(self) -> dict[str, torch.Tensor]:
         confmat = self.confmat

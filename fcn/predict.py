@@ -23,6 +23,7 @@ from fcn.classes import voc_palette
 from fcn.data.transforms import normalize_image
 from fcn.errors import ConfigError, DataError, exit_on_user_error
 from fcn.inference import InferenceOptions, load_segmentation_module, predict_logits
+from fcn.metrics import argmax_classes
 from fcn.visualize import colorize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -158,7 +159,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     for path in inputs:
         image = read_rgb(path)
         logits = predict_logits(model, normalize_image(image)[None].to(device), options)
-        mask = logits.argmax(dim=1)[0].cpu()
+        mask = argmax_classes(logits)[0].cpu()
         mask_path, overlay_path = output_paths(path, output_dir)
         save_mask(mask.numpy(), mask_path)
         Image.fromarray(overlay(image, mask, alpha)).save(overlay_path, quality=90)

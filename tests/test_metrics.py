@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcn.metrics import SegmentationMetrics, scores_from_confusion
+from fcn.metrics import SegmentationMetrics, argmax_classes, scores_from_confusion
 
 
 def numpy_scores(preds: np.ndarray, target: np.ndarray, num_classes: int) -> dict:
@@ -69,3 +69,20 @@ def test_scores_from_confusion_by_hand():
     assert s["per_class_iou"].tolist() == pytest.approx([3 / 4, 4 / 5])
     assert s["mean_acc"].item() == pytest.approx((3 / 4 + 1) / 2)
     assert s["fwIoU"].item() == pytest.approx(0.5 * 3 / 4 + 0.5 * 4 / 5)
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 21, 300])
+def test_argmax_classes_equals_argmax_with_ties(num_classes: int) -> None:
+    torch.manual_seed(0)
+    # Integer logits in a small range: many pixels have several classes at the maximum.
+    logits = torch.randint(0, 4, (2, num_classes, 9, 11)).float()
+    expected = logits.argmax(dim=1)
+    got = argmax_classes(logits)
+    assert got.dtype == torch.int64 and torch.equal(got, expected)
+    floats = torch.randn(1, num_classes, 5, 6)
+    assert torch.equal(argmax_classes(floats), floats.argmax(dim=1))
+
+
+def test_argmax_classes_stays_in_range_on_nan() -> None:
+    logits = torch.full((1, 5, 2, 2), float("nan"))
+    assert argmax_classes(logits).max() < 5
