@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from fcn.classes import VOID_INDEX
 from fcn.classes import class_names as default_class_names
 from fcn.errors import CheckpointError
-from fcn.metrics import SegmentationMetrics
+from fcn.metrics import SegmentationMetrics, argmax_classes
 from fcn.models import build_model
 from fcn.optim import build_optimizer, build_scheduler
 from fcn.visualize import confusion_figure, prediction_grid, prediction_row
@@ -66,6 +66,11 @@ class SegmentationModule(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self._forward(images)
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # Loaders send masks as uint8 (a quarter of the bytes); the loss wants int64 targets.
+        images, masks = batch
+        return images, masks.long()
+
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
@@ -93,7 +98,7 @@ class SegmentationModule(L.LightningModule):
         if (masks != VOID_INDEX).any():  # an all-void batch has no loss to average
             loss = F.cross_entropy(logits, masks, ignore_index=VOID_INDEX)
             self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(images))
-        preds = logits.max(dim=1).indices  # same as argmax, several times cheaper on CPU
+        preds = argmax_classes(logits)
         metrics.update(preds, masks)
         if split == "val" and len(self._log_rows) < self.hparams.num_log_images:
             for image, mask, pred in zip(images, masks, preds):

@@ -267,7 +267,7 @@ class PlainStepper:
 
         from fcn.classes import VOID_INDEX
 
-        loss = F.cross_entropy(self.model(images), masks, ignore_index=VOID_INDEX)
+        loss = F.cross_entropy(self.model(images), masks.long(), ignore_index=VOID_INDEX)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -483,7 +483,7 @@ def bench_eval(s: Settings, root: Path, num_classes: int, work: Path) -> dict[st
         "eval_setup": (
             f"FCN-8s/ResNet-18 on {count} whole val images ({len(sizes)} sizes, e.g. "
             f"{max(sizes)}), batch 1; Trainer.validate (loss, argmax, confusion-matrix update, "
-            f"epoch-end metrics, TensorBoard image + confusion figure; first batch to the end "
+            f"epoch-end metrics and TensorBoard images; first batch to the end "
             f"of the epoch-end hooks) vs a no_grad forward, interleaved image by image; per "
             f"image the median of {s.eval_rounds} rounds after a warm-up forward pass"
         ),

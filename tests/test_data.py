@@ -217,7 +217,7 @@ def test_train_transform_is_pixel_exact_without_scaling() -> None:
     for seed in range(12):
         torch.manual_seed(seed)
         image, mask = transform(source_image, source_mask)
-        assert image.dtype == torch.float32 and mask.dtype == torch.int64
+        assert image.dtype == torch.float32 and mask.dtype == torch.uint8
         assert image.shape == (3, 64, 40) and mask.shape == (64, 40)
         content = _check_padding(image, mask)
         assert content.sum() == 50 * 40  # height padded 50->64, width cropped 60->40
@@ -259,7 +259,7 @@ def test_dataset_items(tiny_voc: Path) -> None:
     assert len(ds) == 4
     image, mask = ds[0]
     assert image.dtype == torch.float32 and image.shape[0] == 3
-    assert mask.dtype == torch.int64 and mask.shape == image.shape[1:]
+    assert mask.dtype == torch.uint8 and mask.shape == image.shape[1:]
     raw = np.asarray(Image.open(tiny_voc / "SegmentationClass" / "val_00000.png"))
     np.testing.assert_array_equal(mask.numpy(), raw)
     jpeg = np.asarray(Image.open(tiny_voc / "JPEGImages" / "val_00000.jpg")).astype(np.float32)
@@ -443,7 +443,7 @@ def test_voc_mini_datamodule(voc_mini: Path) -> None:
     assert dm.class_names[15] == "person"
     images, masks = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 320, 480) and masks.shape == (2, 320, 480)
-    assert images.dtype == torch.float32 and masks.dtype == torch.int64
+    assert images.dtype == torch.float32 and masks.dtype == torch.uint8
     values = set(masks.unique().tolist())
     assert values <= set(range(21)) | {VOID_INDEX} and len(values - {0, VOID_INDEX}) >= 1
     images, masks = next(iter(dm.val_dataloader()))

@@ -2,7 +2,9 @@
 
 Geometric ops run on uint8 (cheap, and bilinear uint8 resize has a fast path); conversion to
 float and normalisation happen on the crop, and padding comes last so padded pixels are
-exactly 0 in the normalised image and 255 (void) in the mask.
+exactly 0 in the normalised image and 255 (void) in the mask. Masks stay uint8 (as stored in
+the PNG): a quarter of the bytes of int64 to copy between loader processes; the LightningModule
+casts them for the loss.
 """
 
 from __future__ import annotations
@@ -28,63 +30,94 @@ def normalize_image(image: torch.Tensor) -> torch.Tensor:
     return F.normalize(image, IMAGENET_MEAN, IMAGENET_STD)
 
 
-class RandomScale(v2.Transform):
-    """Resize by one random factor in `scale_range` (relative to the input's own size)."""
+class RandomScaleCrop(v2.Transform):
+    """Scale by a random factor in `scale_range`, then take a random crop of at most `size`.
 
-    def __init__(self, scale_range: Sequence[float]) -> None:
+    Done as one resize: the source region that maps onto the crop is cut out first and only
+    that region is resized (`resized_crop`), so a large scale never resizes the whole image.
+    Never pads and never fails on small inputs (the crop is min(size, scaled size) per side).
+    """
+
+    def __init__(self, size: Sequence[int], scale_range: Sequence[float]) -> None:
         super().__init__()
         lo, hi = float(scale_range[0]), float(scale_range[1])
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
+        self.size = (int(size[0]), int(size[1]))
         self.scale_range = (lo, hi)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = query_size(flat_inputs)
         lo, hi = self.scale_range
         s = lo + (hi - lo) * torch.rand(()).item()
-        return {"size": [max(1, round(h * s)), max(1, round(w * s))]}
+        out_h = min(max(1, round(h * s)), self.size[0])
+        out_w = min(max(1, round(w * s)), self.size[1])
+        src_h, src_w = min(h, max(1, round(out_h / s))), min(w, max(1, round(out_w / s)))
+        top = int(torch.randint(0, h - src_h + 1, ()).item())
+        left = int(torch.randint(0, w - src_w + 1, ()).item())
+        return {"top": top, "left": left, "height": src_h, "width": src_w, "size": [out_h, out_w]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
             # torchvision's mask kernel uses legacy NEAREST (floor(dst * f)), which shifts the
             # mask up-left of the bilinear image by up to half a source pixel per axis;
             # NEAREST_EXACT samples pixel centres, the same geometry as the image.
+            top, left = params["top"], params["left"]
+            region = inpt.as_subclass(torch.Tensor)[
+                ..., top : top + params["height"], left : left + params["width"]
+            ]
             out = F.resize_image(
-                inpt.as_subclass(torch.Tensor)[None],
+                region[None],
                 params["size"],
                 interpolation=v2.InterpolationMode.NEAREST_EXACT,
                 antialias=False,
             )[0]
             return tv_tensors.wrap(out, like=inpt)
         return self._call_kernel(
-            F.resize,
+            F.resized_crop,
             inpt,
-            size=params["size"],
+            **params,
             interpolation=v2.InterpolationMode.BILINEAR,
             antialias=True,
         )
 
 
-class RandomCropAtMost(v2.Transform):
-    """Random crop of min(size, input size) per side: never fails on small inputs, never pads."""
+class NormalizePad(v2.Transform):
+    """uint8 image -> float32 ImageNet-normalised, zero-padded up to `size` at a random offset;
+    uint8 mask padded with void. One allocation and one pass over the pixels each, and padding
+    after normalisation, so padded pixels are exactly 0 (the mean colour)."""
 
     def __init__(self, size: Sequence[int]) -> None:
         super().__init__()
         self.size = (int(size[0]), int(size[1]))
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        # (x / 255 - mean) / std == x * scale - shift
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / std
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = query_size(flat_inputs)
-        ch, cw = min(h, self.size[0]), min(w, self.size[1])
-        top = int(torch.randint(0, h - ch + 1, ()).item())
-        left = int(torch.randint(0, w - cw + 1, ()).item())
-        return {"top": top, "left": left, "height": ch, "width": cw}
+        top = int(torch.randint(0, self.size[0] - h + 1, ()).item()) if h < self.size[0] else 0
+        left = int(torch.randint(0, self.size[1] - w + 1, ()).item()) if w < self.size[1] else 0
+        return {"top": top, "left": left, "height": h, "width": w}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return self._call_kernel(F.crop, inpt, **params)
+        src = inpt.as_subclass(torch.Tensor)
+        is_mask = isinstance(inpt, tv_tensors.Mask)
+        if is_mask:
+            out = torch.full((*src.shape[:-2], *self.size), VOID_INDEX, dtype=torch.uint8)
+        else:
+            out = torch.zeros((*src.shape[:-2], *self.size), dtype=torch.float32)
+        top, left = params["top"], params["left"]
+        content = out[..., top : top + params["height"], left : left + params["width"]]
+        content.copy_(src)
+        if not is_mask:
+            content.mul_(self.scale).sub_(self.shift)
+        return tv_tensors.wrap(out, like=inpt)
 
 
 class _PairTransform:
-    """Wrap a v2 pipeline: plain uint8 tensors in, plain (float image, int64 mask) out."""
+    """Wrap a v2 pipeline: plain uint8 tensors in, plain (float image, uint8 mask) out."""
 
     pipeline: v2.Transform
 
@@ -108,33 +141,21 @@ class TrainTransform(_PairTransform):
         hflip: bool = True,
     ) -> None:
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
-        steps: list[v2.Transform] = [
-            RandomScale(scale_range),
-            RandomCropAtMost(self.crop_size),
-        ]
+        steps: list[v2.Transform] = [RandomScaleCrop(self.crop_size, scale_range)]
         if hflip:
             steps.append(v2.RandomHorizontalFlip(0.5))
-        steps += [
-            v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            # After normalisation: padding 0 is the mean colour; the mask pads with void.
-            # Content smaller than the crop lands at a random offset.
-            v2.RandomCrop(
-                self.crop_size,
-                pad_if_needed=True,
-                fill={tv_tensors.Image: 0.0, tv_tensors.Mask: VOID_INDEX},
-            ),
-        ]
+        # Content smaller than the crop lands at a random offset.
+        steps.append(NormalizePad(self.crop_size))
         self.pipeline = v2.Compose(steps)
 
 
 class EvalTransform:
-    """Whole image, normalised; mask to int64."""
+    """Whole image, normalised; mask as it is (uint8)."""
 
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalize_image(image), mask.to(torch.int64)
+        return normalize_image(image), mask
 
     def __repr__(self) -> str:
         return "EvalTransform()"

@@ -113,7 +113,7 @@ def colours_to_indices(rgb: np.ndarray, path: Path | str = "<array>") -> np.ndar
 class VOCSegmentation(Dataset):
     """VOC-layout pairs (JPEGImages/<id>.jpg, <label_dir>/<id>.png) listed by a split file.
 
-    Items are (image float32 3xHxW ImageNet-normalised, mask int64 HxW, 255 = void) after
+    Items are (image float32 3xHxW ImageNet-normalised, mask uint8 HxW, 255 = void) after
     `transform(image_uint8, mask_uint8)`; the default transform only normalises.
     """
 
