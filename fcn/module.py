@@ -66,15 +66,11 @@ class SegmentationModule(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self._forward(images)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # Loaders send masks as uint8 (a quarter of the bytes); the loss wants int64 targets.
-        images, masks = batch
-        return images, masks.long()
-
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
-        loss = F.cross_entropy(self(images), masks, ignore_index=VOID_INDEX)
+        # Loaders send masks as uint8 (a quarter of the bytes); the loss wants int64 targets.
+        loss = F.cross_entropy(self(images), masks.long(), ignore_index=VOID_INDEX)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], on_step=True)
         return loss
@@ -94,6 +90,7 @@ class SegmentationModule(L.LightningModule):
 
     def _eval_step(self, batch, batch_idx: int, split: str, metrics: SegmentationMetrics) -> None:
         images, masks = batch
+        masks = masks.long()
         logits = self(images)
         if (masks != VOID_INDEX).any():  # an all-void batch has no loss to average
             loss = F.cross_entropy(logits, masks, ignore_index=VOID_INDEX)
