@@ -25,7 +25,8 @@ def argmax_classes(logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=1)
     top = logits.amax(dim=1, keepdim=True)
     weights = torch.arange(num_classes, 0, -1, dtype=torch.uint8, device=logits.device)
-    first = ((logits == top) * weights.view(1, -1, 1, 1)).amax(dim=1)
+    hits = (logits == top).view(torch.uint8)  # bool -> 0/1 bytes, no copy
+    first = hits.mul_(weights.view(1, -1, 1, 1)).amax(dim=1)
     # NaN logits match nothing (first = 0): report the last class rather than an invalid one.
     return (num_classes - first.clamp_(min=1)).long()
 
@@ -63,13 +64,21 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     """
 
     def __init__(self, num_classes: int, ignore_index: int = VOID_INDEX) -> None:
+        if ignore_index < num_classes:
+            raise ValueError(f"ignore_index {ignore_index} must be >= num_classes {num_classes}")
         # validate_args=False: the per-call value checks cost a full pass over every pixel.
         super().__init__(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         if preds.ndim == target.ndim + 1:
             preds = argmax_classes(preds)
-        super().update(preds, target.long())
+        # One bincount of truth * C + prediction. Void truth (>= C) lands past the C x C bins
+        # and is cut off with them, which saves torchmetrics' boolean-indexing pass. Labels are
+        # checked to be < C or void when the data is read (fcn.data.voc), so nothing else does.
+        c = self.num_classes
+        index = target.long() * c + preds.long()
+        counts = torch.bincount(index.flatten(), minlength=c * c)
+        self.confmat += counts[: c * c].view(c, c)
 
     def compute(self) -> dict[str, torch.Tensor]:
         confmat = self.confmat

@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fcn.classes import VOID_INDEX, class_names
@@ -27,14 +26,19 @@ _SYNTHETIC_KEYS = ("num_train", "num_val", "size", "seed")
 def pad_collate(
     batch: Sequence[tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack whole images of different sizes: pad bottom/right, image with 0, mask with 255."""
+    """Stack whole images of different sizes: pad bottom/right, image with 0, mask with 255.
+
+    One allocation per batch and one copy per item (padding then stacking would copy twice).
+    """
     h = max(img.shape[-2] for img, _ in batch)
     w = max(img.shape[-1] for img, _ in batch)
-    images = [
-        F.pad(img, (0, w - img.shape[-1], 0, h - img.shape[-2]), value=0.0) for img, _ in batch
-    ]
-    masks = [F.pad(m, (0, w - m.shape[-1], 0, h - m.shape[-2]), value=VOID_INDEX) for _, m in batch]
-    return torch.stack(images), torch.stack(masks)
+    first_image, first_mask = batch[0]
+    images = first_image.new_zeros((len(batch), first_image.shape[0], h, w))
+    masks = first_mask.new_full((len(batch), h, w), VOID_INDEX)
+    for i, (image, mask) in enumerate(batch):
+        images[i, :, : image.shape[-2], : image.shape[-1]] = image
+        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+    return images, masks
 
 
 def _positive_pair(value: Any, key: str) -> tuple[int, int]:
