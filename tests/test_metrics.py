@@ -86,3 +86,12 @@ def test_argmax_classes_equals_argmax_with_ties(num_classes: int) -> None:
 def test_argmax_classes_stays_in_range_on_nan() -> None:
     logits = torch.full((1, 5, 2, 2), float("nan"))
     assert argmax_classes(logits).max() < 5
+
+
+def test_void_index_must_lie_past_the_classes() -> None:
+    # update() drops void by binning it past the C x C matrix, so void must be >= C.
+    with pytest.raises(ValueError, match="ignore_index"):
+        SegmentationMetrics(num_classes=300)
+    metrics = SegmentationMetrics(num_classes=3)
+    metrics.update(torch.tensor([[0, 1, 2, 2]]), torch.tensor([[0, 255, 2, 1]], dtype=torch.uint8))
+    assert metrics.compute()["confmat"].tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
