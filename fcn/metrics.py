@@ -72,12 +72,18 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         if preds.ndim == target.ndim + 1:
             preds = argmax_classes(preds)
-        # One bincount of truth * C + prediction. Void truth (>= C) lands past the C x C bins
-        # and is cut off with them, which saves torchmetrics' boolean-indexing pass. Labels are
-        # checked to be < C or void when the data is read (fcn.data.voc), so nothing else does.
-        c = self.num_classes
+        # One bincount of truth * C + prediction. Void truth lands in its own C bins past the
+        # C x C matrix and is cut off, which saves torchmetrics' boolean-indexing pass. Any
+        # other count past the matrix is a label that is neither a class nor void: refused.
+        c, void = self.num_classes, self.ignore_index
         index = target.long() * c + preds.long()
         counts = torch.bincount(index.flatten(), minlength=c * c)
+        unknown = counts[c * c :].sum() - counts[void * c : (void + 1) * c].sum()
+        if unknown:
+            raise ValueError(
+                f"{int(unknown)} target pixels are neither a class in [0, {c}) nor void "
+                f"({void}): check data.num_classes against the labels"
+            )
         self.confmat += counts[: c * c].view(c, c)
 
     def compute(self) -> dict[str, torch.Tensor]:

@@ -95,3 +95,9 @@ def test_void_index_must_lie_past_the_classes() -> None:
     metrics = SegmentationMetrics(num_classes=3)
     metrics.update(torch.tensor([[0, 1, 2, 2]]), torch.tensor([[0, 255, 2, 1]], dtype=torch.uint8))
     assert metrics.compute()["confmat"].tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+
+
+def test_label_that_is_neither_class_nor_void_is_refused() -> None:
+    metrics = SegmentationMetrics(num_classes=3)
+    with pytest.raises(ValueError, match="neither a class"):
+        metrics.update(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 7, 255]], dtype=torch.uint8))

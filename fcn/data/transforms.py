@@ -84,8 +84,8 @@ class RandomScaleCrop(v2.Transform):
 
 class NormalizePad(v2.Transform):
     """uint8 image -> float32 ImageNet-normalised, zero-padded up to `size` at a random offset;
-    uint8 mask padded with void. One allocation and one pass over the pixels each, and padding
-    after normalisation, so padded pixels are exactly 0 (the mean colour)."""
+    uint8 mask padded with void. One output allocation each, the crop written straight into
+    it; padding comes after normalisation, so padded pixels are exactly 0 (the mean colour)."""
 
     def __init__(self, size: Sequence[int]) -> None:
         super().__init__()
