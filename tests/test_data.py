@@ -305,8 +305,9 @@ def test_val_loader_whole_images_padded(tiny_datamodule: VOCDataModule) -> None:
         assert torch.equal(masks[k, :ih, :iw], mask)
         assert (images[k, :, ih:, :] == 0).all() and (images[k, :, :, iw:] == 0).all()
         assert (masks[k, ih:, :] == VOID_INDEX).all() and (masks[k, :, iw:] == VOID_INDEX).all()
-    single = pad_collate([pairs[0]])
-    assert torch.equal(single[0][0], pairs[0][0])
+    single_image, single_mask = pad_collate([pairs[0]])
+    assert single_image.shape == (1, *pairs[0][0].shape)
+    assert torch.equal(single_image[0], pairs[0][0]) and torch.equal(single_mask[0], pairs[0][1])
 
 
 def test_datamodule_generates_synthetic_data(tmp_path: Path) -> None:

@@ -28,8 +28,12 @@ def pad_collate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack whole images of different sizes: pad bottom/right, image with 0, mask with 255.
 
-    One allocation per batch and one copy per item (padding then stacking would copy twice).
+    One allocation per batch and one copy per item (padding then stacking would copy twice);
+    a single item (whole-image evaluation at batch 1) is returned as a view, with no copy.
     """
+    if len(batch) == 1:
+        image, mask = batch[0]
+        return image[None], mask[None]
     h = max(img.shape[-2] for img, _ in batch)
     w = max(img.shape[-1] for img, _ in batch)
     first_image, first_mask = batch[0]
