@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from fcn.classes import VOID_INDEX
 from fcn.classes import class_names as default_class_names
 from fcn.errors import CheckpointError
-from fcn.metrics import SegmentationMetrics, argmax_classes
+from fcn.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
 from fcn.models import build_model
 from fcn.optim import build_optimizer, build_scheduler
 from fcn.visualize import confusion_figure, prediction_grid, prediction_row
@@ -36,6 +36,7 @@ class SegmentationModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         num_log_images: int = 4,
+        log_image_max_side: int | None = 320,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -59,6 +60,8 @@ class SegmentationModule(L.LightningModule):
         object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)
+        self.val_loss = MeanPixelLoss()
+        self.test_loss = MeanPixelLoss()
         self._log_rows: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -77,33 +80,39 @@ class SegmentationModule(L.LightningModule):
 
     # ---- validation and test --------------------------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val", self.val_metrics)
+        self._eval_step(batch, "val", self.val_metrics, self.val_loss)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test", self.test_metrics)
+        self._eval_step(batch, "test", self.test_metrics, self.test_loss)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_split_metrics("val", self.val_metrics)
+        self._log_split_metrics("val", self.val_metrics, self.val_loss)
 
     def on_test_epoch_end(self) -> None:
-        self._log_split_metrics("test", self.test_metrics)
+        self._log_split_metrics("test", self.test_metrics, self.test_loss)
 
-    def _eval_step(self, batch, batch_idx: int, split: str, metrics: SegmentationMetrics) -> None:
+    def _eval_step(
+        self, batch, split: str, metrics: SegmentationMetrics, loss: MeanPixelLoss
+    ) -> None:
         images, masks = batch
         masks = masks.long()
         logits = self(images)
-        if (masks != VOID_INDEX).any():  # an all-void batch has no loss to average
-            loss = F.cross_entropy(logits, masks, ignore_index=VOID_INDEX)
-            self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(images))
+        loss.update(logits, masks)
         preds = argmax_classes(logits)
         metrics.update(preds, masks)
         if split == "val" and len(self._log_rows) < self.hparams.num_log_images:
             for image, mask, pred in zip(images, masks, preds):
                 if len(self._log_rows) < self.hparams.num_log_images:
-                    self._log_rows.append(prediction_row(image, mask, pred))
+                    side = self.hparams.log_image_max_side
+                    self._log_rows.append(prediction_row(image, mask, pred, side))
 
-    def _log_split_metrics(self, split: str, metrics: SegmentationMetrics) -> None:
-        scores = metrics.compute()  # syncs the confusion matrix across processes
+    def _log_split_metrics(
+        self, split: str, metrics: SegmentationMetrics, loss: MeanPixelLoss
+    ) -> None:
+        # compute() syncs the confusion matrix and the loss sums across processes.
+        self.log(f"{split}/loss", loss.compute())
+        loss.reset()
+        scores = metrics.compute()
         metrics.reset()
         for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU"):
             self.log(f"{split}/{key}", scores[key].float(), prog_bar=key == "mIoU")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from fcn.classes import voc_colormap
 
@@ -25,9 +27,20 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
     return ((image.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
-def prediction_row(image: torch.Tensor, target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """One 3 x H x 3W uint8 strip: input | ground truth | prediction."""
-    return torch.cat([denormalize(image), colorize(target), colorize(pred)], dim=2)
+def prediction_row(
+    image: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, max_side: int | None = None
+) -> torch.Tensor:
+    """One 3 x H x 3W uint8 strip: input | ground truth | prediction, each panel shrunk to at
+    most `max_side` pixels on its longer side (None: full size)."""
+    panels = [denormalize(image), colorize(target), colorize(pred)]
+    h, w = panels[0].shape[-2:]
+    if max_side is not None and max(h, w) > max_side:
+        size = [max(1, round(h * max_side / max(h, w))), max(1, round(w * max_side / max(h, w)))]
+        # Class colours must stay exact: nearest for the label maps, smooth for the photo.
+        panels = [TF.resize(panels[0], size, antialias=True)] + [
+            TF.resize(p, size, interpolation=InterpolationMode.NEAREST_EXACT) for p in panels[1:]
+        ]
+    return torch.cat(panels, dim=2)
 
 
 def prediction_grid(rows: list[torch.Tensor], gap: int = 4) -> torch.Tensor:

@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fcn.metrics import SegmentationMetrics, argmax_classes, scores_from_confusion
+import fcn.metrics
+from fcn.metrics import (
+    MeanPixelLoss,
+    SegmentationMetrics,
+    argmax_classes,
+    cross_entropy_sum,
+    scores_from_confusion,
+)
 
 
 def numpy_scores(preds: np.ndarray, target: np.ndarray, num_classes: int) -> dict:
@@ -101,3 +109,35 @@ def test_label_that_is_neither_class_nor_void_is_refused() -> None:
     metrics = SegmentationMetrics(num_classes=3)
     with pytest.raises(ValueError, match="neither a class"):
         metrics.update(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 7, 255]], dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("block_rows", [3, 100])  # blocks that do not divide H; one block
+def test_cross_entropy_sum_equals_one_call(monkeypatch, block_rows: int) -> None:
+    torch.manual_seed(0)
+    n, c, h, w = 2, 5, 10, 7
+    monkeypatch.setattr(fcn.metrics, "_CPU_BLOCK_BYTES", block_rows * c * w * 4)
+    logits = torch.randn(n, c, h, w) * 3
+    target = torch.randint(0, c, (n, h, w), dtype=torch.uint8)
+    target[0, 4:6] = 255
+    target[1, -1] = 255  # void in the last, partial block
+    loss_sum, pixels = cross_entropy_sum(logits, target)
+    expected = F.cross_entropy(logits, target.long(), ignore_index=255, reduction="sum")
+    assert pixels.item() == n * h * w - 2 * w - w
+    assert loss_sum.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_mean_pixel_loss_weights_pixels_not_batches() -> None:
+    torch.manual_seed(0)
+    big, tiny = torch.randn(1, 4, 10, 10), torch.randn(1, 4, 1, 1)
+    big_t, tiny_t = torch.randint(0, 4, (1, 10, 10)), torch.randint(0, 4, (1, 1, 1))
+    metric = MeanPixelLoss()
+    metric.update(big, big_t)
+    metric.update(tiny, tiny_t)
+    metric.update(torch.randn(1, 4, 3, 3), torch.full((1, 3, 3), 255))  # all void: adds nothing
+    # The split's mean over its 101 pixels, not the mean of the two batch means.
+    pixels = torch.cat([big.flatten(2), tiny.flatten(2)], dim=2)  # 1 x C x 101
+    truth = torch.cat([big_t.flatten(1), tiny_t.flatten(1)], dim=1)
+    expected = F.cross_entropy(pixels, truth)
+    assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-6)
+    batch_mean = (F.cross_entropy(big, big_t) + F.cross_entropy(tiny, tiny_t)) / 2
+    assert abs(batch_mean.item() - expected.item()) > 1e-3  # the test tells the two apart
