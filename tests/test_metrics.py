@@ -3,12 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fcn.metrics
 from fcn.metrics import (
     MeanPixelLoss,
     SegmentationMetrics,
     argmax_classes,
-    cross_entropy_sum,
     scores_from_confusion,
 )
 
@@ -109,21 +107,6 @@ def test_label_that_is_neither_class_nor_void_is_refused() -> None:
     metrics = SegmentationMetrics(num_classes=3)
     with pytest.raises(ValueError, match="neither a class"):
         metrics.update(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 7, 255]], dtype=torch.uint8))
-
-
-@pytest.mark.parametrize("block_rows", [3, 100])  # blocks that do not divide H; one block
-def test_cross_entropy_sum_equals_one_call(monkeypatch, block_rows: int) -> None:
-    torch.manual_seed(0)
-    n, c, h, w = 2, 5, 10, 7
-    monkeypatch.setattr(fcn.metrics, "_CPU_BLOCK_BYTES", block_rows * c * w * 4)
-    logits = torch.randn(n, c, h, w) * 3
-    target = torch.randint(0, c, (n, h, w), dtype=torch.uint8)
-    target[0, 4:6] = 255
-    target[1, -1] = 255  # void in the last, partial block
-    loss_sum, pixels = cross_entropy_sum(logits, target)
-    expected = F.cross_entropy(logits, target.long(), ignore_index=255, reduction="sum")
-    assert pixels.item() == n * h * w - 2 * w - w
-    assert loss_sum.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_mean_pixel_loss_weights_pixels_not_batches() -> None:
