@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from fcn.classes import VOID_INDEX
 from fcn.classes import class_names as default_class_names
-from fcn.errors import CheckpointError
+from fcn.errors import CheckpointError, ConfigError
 from fcn.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
 from fcn.models import build_model
 from fcn.optim import build_optimizer, build_scheduler
@@ -39,6 +39,11 @@ class SegmentationModule(L.LightningModule):
         log_image_max_side: int | None = 320,
     ) -> None:
         super().__init__()
+        if log_image_max_side is not None and log_image_max_side < 1:
+            raise ConfigError(
+                f"model.log_image_max_side must be a positive number of pixels or null (full "
+                f"size), got {log_image_max_side}"
+            )
         self.save_hyperparameters()
         self.model = build_model(
             backbone,

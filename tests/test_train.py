@@ -179,3 +179,9 @@ def test_checkpoint_of_a_deeper_backbone_is_refused(tmp_path):
     # every ResNet-18 name exists in a ResNet-34 with the same shape: only the extras tell
     with pytest.raises(CheckpointError, match="unexpected"):
         check_checkpoint(path, SegmentationModule(backbone="resnet18", head="fcn8s", num_classes=3))
+
+
+def test_bad_prediction_panel_size_is_one_clear_line(tmp_path, data_dir):
+    result = run_cli([*tiny(tmp_path, data_dir), "model.log_image_max_side=0"], tmp_path)
+    assert result.returncode == 2
+    assert "model.log_image_max_side" in result.stderr and "Traceback" not in result.stderr
