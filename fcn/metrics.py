@@ -40,6 +40,8 @@ class MeanPixelLoss(Metric):
 
     A mean of per-batch means would weight a small image like a large one, and across DDP
     ranks it would be a mean of means; summing losses and pixels and dividing once is neither.
+    (torchmetrics' weighted MeanMetric checks every update for NaN, a device sync per step;
+    its `nan_strategy="disable"` drops the weights.)
     """
 
     full_state_update = False
