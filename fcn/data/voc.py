@@ -45,13 +45,16 @@ def read_split(root: Path, split: str) -> list[str]:
     if not root.is_dir():
         raise DataError(
             f"dataset root {root} does not exist: set data.root (or VOC_ROOT) to a VOC tree "
-            f"holding {IMAGE_DIR}/ and ImageSets/Segmentation/"
+            f"holding {IMAGE_DIR}/ and ImageSets/Segmentation/, or make one with "
+            f"`fcn-data voc` (VOC 2012) or `fcn-data aug` (VOC + SBD)"
         )
     path = root / SPLIT_DIR / f"{split}.txt"
     if not path.is_file():
         have = sorted(p.stem for p in (root / SPLIT_DIR).glob("*.txt"))
+        # train_aug is not in the VOC archive: `fcn-data aug` writes it from SBD.
+        make = " or write it with `fcn-data aug`" if split == "train_aug" else ""
         raise DataError(
-            f"split list {path} not found: check the split name (available: {have or 'none'})"
+            f"split list {path} not found: check the split name (available: {have or 'none'}){make}"
         )
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if not ids:
