@@ -110,7 +110,10 @@ SBD = ArchiveSpec(
 def verify(path: Path, expected: Checksum, official: bool, fix: str) -> None:
     """DataError naming `path`, the expected and the actual digest when they differ."""
     print(f"verifying {path} ({expected.algorithm}) ...", file=sys.stderr)
-    actual = expected.of(path)
+    try:
+        actual = expected.of(path)
+    except OSError as err:
+        raise DataError(f"cannot read archive {path} ({err.strerror or err})") from None
     if actual != expected.hexdigest:
         whose = "the official" if official else "the --checksum"
         raise DataError(
@@ -155,6 +158,11 @@ def obtain(
         except DownloadFailed as err:
             problems.append(str(err))
             continue
+        except OSError as err:  # not the network (that is DownloadFailed): disk full, no access
+            raise DataError(
+                f"cannot write {part} ({err.strerror or err}): free space or "
+                f"choose another --root; the download resumes from there"
+            ) from None
         actual = expected.of(part)
         if actual == expected.hexdigest:
             os.replace(part, target)
