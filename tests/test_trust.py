@@ -130,8 +130,9 @@ def tiny_train(root: Path) -> list[str]:
     """A seconds-long fcn.train run on the tiny tree (8 train images: 2 steps an epoch)."""
     return [
         *voc(root),
-        "data.crop_size=[64,64]",
+        "data.crop_size=[32,32]",
         "data.batch_size=4",
+        "trainer.limit_val_batches=1",
         "trainer.max_epochs=1",
         "trainer.log_every_n_steps=1",
         "logger=none",
@@ -364,7 +365,7 @@ def test_killed_run_leaves_only_complete_checkpoints_and_resumes(tmp_path, tiny_
     checkpoints = run / "checkpoints"
     # Small steps (32 px crops, 2 images), a last.ckpt after each: mostly writing checkpoints.
     every_step = [*tiny_train(tiny_voc), "+callbacks.last_checkpoint.every_n_train_steps=1"]
-    every_step += ["data.crop_size=[32,32]", "data.batch_size=2", "trainer.limit_val_batches=1"]
+    every_step.append("data.batch_size=2")
     every_step.append("trainer.max_epochs=1000")
     env = dict(env)
     shm = Path("/dev/shm")
