@@ -206,6 +206,7 @@ def test_own_checkpoints_need_no_allowed_types(ckpt):
 
 
 # ---- a diverging run ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_diverging_run_stops_with_one_line_and_keeps_its_checkpoints(tmp_path, tiny_voc, env):
     # From epoch 1 on the lr is 0.05 * 1e12: the weights blow up within two steps.
     diverging = [*tiny_train(tiny_voc), "scheduler=step", "scheduler.milestones=[1]"]
