@@ -347,7 +347,15 @@ def test_validation_split_smaller_than_the_world_is_one_clear_error(monkeypatch,
 
 # ---- SIGKILL at any moment -----------------------------------------------------------------------
 def dir_state(directory: Path) -> list[tuple[str, int, int]]:
-    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir())
+    """Names, sizes and times of the files (a file renamed away meanwhile counts as -1)."""
+    state = []
+    for path in directory.iterdir():
+        try:
+            stat = path.stat()
+            state.append((path.name, stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            state.append((path.name, -1, -1))
+    return sorted(state)
 
 
 def load_all(checkpoints: Path) -> int:
@@ -366,54 +374,59 @@ def test_killed_run_leaves_only_complete_checkpoints_and_resumes(tmp_path, tiny_
     checkpoints = run / "checkpoints"
     # Small steps (32 px crops, 2 images), a last.ckpt after each: mostly writing checkpoints.
     every_step = [*tiny_train(tiny_voc), "+callbacks.last_checkpoint.every_n_train_steps=1"]
-    every_step.append("data.batch_size=2")
-    every_step.append("trainer.max_epochs=1000")
+    every_step += ["data.batch_size=2", "trainer.max_epochs=1000"]
     env = dict(env)
     shm = Path("/dev/shm")
     if shm.is_dir() and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:
         # Temporary files elsewhere than the run: a save through the system temp directory
         # would end in a copy into last.ckpt, which a kill can cut short.
         env["TMPDIR"] = tempfile.mkdtemp(dir=shm)
+    try:
+        killed_at = kill_repeatedly(run, every_step, tmp_path, env)
+        epoch = torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"]
+        argv = [*every_step, f"trainer.max_epochs={epoch + 2}", f"resume={run}"]
+        done = Main("fcn.train", [*argv, f"hydra.run.dir={tmp_path / 'done'}"], tmp_path, **env)
+        assert done.wait().code == 0, done.err[-3000:]
+    finally:
+        if "TMPDIR" in env:
+            shutil.rmtree(env["TMPDIR"])
+    assert "best val/mIoU=" in done.out
+    assert load_all(checkpoints) > killed_at
+    assert not any(p.name.endswith(".partial") for p in checkpoints.iterdir())
 
-    first = Main("fcn.train", [*every_step, f"hydra.run.dir={run}"], tmp_path, **env)
-    while not (checkpoints / "last.ckpt").exists():
-        assert first.process.is_alive(), first.err[-3000:]
-        time.sleep(0.01)
+
+def kill_repeatedly(run: Path, argv: list[str], cwd: Path, env: dict, kills: int = 20) -> int:
+    """Start `fcn.train` on `run`, SIGKILL it, resume it, ... `kills` times; after each kill every
+    checkpoint left loads and progress was not lost. Returns the step of the last last.ckpt."""
+    checkpoints = run / "checkpoints"
     rng = random.Random(13)
-    kills, during_write, step = 0, 0, load_all(checkpoints)
-    process, started = first, 0
-    for attempt in range(21):
-        moment = attempt % 3
-        if moment == 0:  # anywhere: starting up, restoring, training, writing
+    step, during_write = 0, 0
+    for attempt in range(kills):
+        started = time.time_ns()
+        if attempt == 0:
+            process = Main("fcn.train", [*argv, f"hydra.run.dir={run}"], cwd, **env)
+            while not (checkpoints / "last.ckpt").exists():
+                assert process.process.is_alive(), process.err[-3000:]
+                time.sleep(0.01)
+        else:
+            resume = [*argv, f"resume={run}", f"hydra.run.dir={cwd / f'r{attempt}'}"]
+            process = Main("fcn.train", resume, cwd, **env)
+        if attempt % 3 == 0:  # anywhere: starting up, restoring, training, writing
             time.sleep(rng.uniform(0.0, 2.0))
         else:  # the moment this process starts (1) or finishes (2) a checkpoint write
             before = dir_state(checkpoints)
             while dir_state(checkpoints) == before and process.process.is_alive():
                 time.sleep(0.002)
-            time.sleep(rng.uniform(0.0, 0.01 if moment == 1 else 0.3))
+            time.sleep(rng.uniform(0.0, 0.01 if attempt % 3 == 1 else 0.3))
         assert process.process.is_alive(), process.err[-3000:]
         os.kill(process.process.pid, signal.SIGKILL)
         process.process.join()
-        kills += 1
-        during_write += any(
+        during_write += any(  # a write of this process cut short
             p.name.endswith(".partial") and p.stat().st_mtime_ns >= started
             for p in checkpoints.iterdir()
         )
         resumed_at = load_all(checkpoints)
         assert resumed_at >= step  # progress is never lost
         step = resumed_at
-        argv = [*every_step, f"resume={run}", f"hydra.run.dir={tmp_path / f'r{attempt}'}"]
-        process, started = Main("fcn.train", argv, tmp_path, **env), time.time_ns()
-    process.process.kill()
-    process.process.join()
-
-    assert kills >= 20 and during_write >= 3, (kills, during_write)
-    epoch = torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"]
-    argv = [*every_step, f"trainer.max_epochs={epoch + 2}", f"resume={run}"]
-    done = Main("fcn.train", [*argv, f"hydra.run.dir={tmp_path / 'done'}"], tmp_path, **env)
-    assert done.wait().code == 0, done.err[-3000:]
-    assert "best val/mIoU=" in done.out
-    assert load_all(checkpoints) > step
-    assert not any(p.name.endswith(".partial") for p in checkpoints.iterdir())
-    if "TMPDIR" in env:
-        shutil.rmtree(env["TMPDIR"])
+    assert during_write >= 3, during_write
+    return step
