@@ -2,9 +2,9 @@
 DDP equal the 1-process ones, a diverging run stops without saving over its checkpoints, and a
 run killed at any moment leaves only complete checkpoints to resume from.
 
-Entry points run as `<module>.main()` with the command line's argv in processes forked from a
-forkserver that imported fcn once (a full `python -m` start costs ~5 s each); one check per
-family also runs the real `python -m` command.
+Entry points run as `python -m <module> <argv>` would (runpy, as __main__) in processes forked
+from a forkserver that imported fcn once (a fresh `python -m` start costs ~5 s each); the
+unsafe-checkpoint and DDP checks also run one real `python -m` command each.
 """
 
 from __future__ import annotations
