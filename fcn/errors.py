@@ -23,6 +23,10 @@ class CheckpointError(FCNError):
     """A checkpoint is missing or does not match the model."""
 
 
+class DivergenceError(FCNError):
+    """Training diverged (a loss or weights that are not finite): stop, keep what was saved."""
+
+
 @contextlib.contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Turn an FCNError into `error: <message>` on stderr and exit status 2, no traceback."""

@@ -19,7 +19,6 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from fcn.errors import ConfigError, exit_on_user_error
 from fcn.inference import InferenceOptions, load_segmentation_module, predict_logits
@@ -46,6 +45,10 @@ class Evaluator(L.LightningModule):
         self.num_images = 0
         self.scores: dict[str, torch.Tensor] = {}
         self.seconds = 0.0
+        # Under DDP a split smaller than the world leaves ranks without images; Lightning lets
+        # such a rank skip the test loop (hooks included), so the cross-rank sums are taken
+        # after it, in `gather`, on every rank.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def on_test_epoch_start(self) -> None:
         self.seconds = time.perf_counter()
@@ -61,6 +64,9 @@ class Evaluator(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.seconds = time.perf_counter() - self.seconds
+
+    def gather(self) -> None:
+        """After `trainer.test`, on every rank: the split's scores and image count."""
         self.scores = self.metrics.compute()  # syncs the confusion matrix across processes
         count = torch.tensor(float(self.num_images), device=self.device)
         self.num_images = int(self.trainer.strategy.reduce(count, reduce_op="sum").item())
@@ -72,7 +78,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = load_segmentation_module(cfg.get("ckpt_path"))
     num_classes = int(module.hparams.num_classes)
 
-    datamodule = instantiate(cfg.data, test_split=cfg.split)
+    # Batches of one: whole images at their own size, no padding from a batch-mate.
+    datamodule = instantiate(cfg.data, test_split=cfg.split, val_batch_size=1)
     if datamodule.num_classes != num_classes:
         raise ConfigError(
             f"data.num_classes={datamodule.num_classes} but ckpt_path={cfg.ckpt_path} predicts "
@@ -81,15 +88,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     datamodule.prepare_data()
     datamodule.setup("test")  # checks every pair of the split before any forward pass
-    dataset = datamodule.test_dataset
-    loader = DataLoader(
-        dataset,
-        batch_size=1,  # whole images at their own size: no padding from a batch-mate
-        shuffle=False,
-        num_workers=datamodule.num_workers,
-        persistent_workers=False,
-        pin_memory=datamodule.pin_memory,
-    )
 
     figure = bool(cfg.eval.get("save_figure", False))
     evaluator = Evaluator(
@@ -102,7 +100,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[], default_root_dir=str(output_dir)
     )
-    trainer.test(evaluator, dataloaders=loader, verbose=False)
+    # The datamodule's test loader, built once the processes exist: under DDP each image goes
+    # to exactly one rank (the sampler training's validation uses), none is repeated.
+    trainer.test(evaluator, datamodule=datamodule, verbose=False)
+    evaluator.gather()
 
     names = list(datamodule.class_names)
     result = metrics_dict(evaluator.scores, names, evaluator.num_images)

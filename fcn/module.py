@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from fcn.checkpoints import read_checkpoint
 from fcn.classes import VOID_INDEX
 from fcn.classes import class_names as default_class_names
-from fcn.errors import CheckpointError, ConfigError
+from fcn.errors import CheckpointError, ConfigError, DivergenceError
 from fcn.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
 from fcn.models import build_model
 from fcn.optim import build_optimizer, build_scheduler
@@ -79,9 +81,43 @@ class SegmentationModule(L.LightningModule):
         images, masks = batch
         # Loaders send masks as uint8 (a quarter of the bytes); the loss wants int64 targets.
         loss = F.cross_entropy(self(images), masks.long(), ignore_index=VOID_INDEX)
+        self._stop_if_not_finite(loss)  # before backward: the optimizer never applies this step
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], on_step=True)
         return loss
+
+    def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
+        """A NaN/inf loss stops the run with one line; the checkpoints written so far stay."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        # The same decision on every rank: one rank stopping alone would leave the others
+        # waiting in the gradient all-reduce.
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if bad.item() > 0:
+            lr = max(group["lr"] for group in self.optimizers().param_groups)
+            value = float(loss.detach())
+            what = value if not math.isfinite(value) else "not finite on another process"
+            raise DivergenceError(
+                f"loss is {what} at step {self.trainer.global_step} (lr={lr:.3g}): lower "
+                f"optimizer.lr (e.g. optimizer.lr={lr / 10:.3g}) or clip gradients "
+                "(trainer.gradient_clip_val=1.0); training stopped before this step, the "
+                "checkpoints written earlier are kept"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Weights that overflowed in the last optimizer step would only show as a NaN loss at
+        # the next step: never let such weights replace a good checkpoint in the meantime.
+        # A sum is finite exactly when every element is (float64: no overflow); one pass, no
+        # boolean copy of the weights.
+        sums = [
+            t.sum(dtype=torch.float64) for t in self.state_dict().values() if t.is_floating_point()
+        ]
+        if not torch.stack(sums).isfinite().all():
+            raise DivergenceError(
+                f"the weights are not finite at step {self.trainer.global_step}: lower "
+                "optimizer.lr or clip gradients (trainer.gradient_clip_val=1.0); training "
+                "stopped, nothing was saved over the checkpoints written earlier"
+            )
 
     # ---- validation and test --------------------------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -161,7 +197,9 @@ class SegmentationModule(L.LightningModule):
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"init_from={path}: no such checkpoint file; pass a .ckpt path")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path, key="init_from")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"init_from={path}: not a checkpoint or state dict")
         state = state.get("state_dict", state)
         own = self.state_dict()
         matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

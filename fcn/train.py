@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from fcn.checkpoints import check_checkpoint, resolve_resume
+from fcn.checkpoints import AtomicCheckpointIO, check_checkpoint, resolve_resume
 from fcn.distributed import (
     check_same_config,
     install_hydra_ddp_launcher,
@@ -90,10 +90,12 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
         callbacks=[*callbacks, interrupt, RestoreTrainingStream()],
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
+        plugins=[AtomicCheckpointIO()],  # every checkpoint, interrupt one included
     )
     trainer_ref.append(trainer)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only: Lightning's own read of the checkpoint runs no code either.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         _exit_interrupted(trainer, interrupt, cfg)
 
@@ -104,7 +106,9 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
     best = float(best_score) if best_score is not None else float("nan")
     test_metrics = {}
     if cfg.test_after_fit and not trainer.interrupted:
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None)
+        results = trainer.test(
+            module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True
+        )
         test_metrics = results[0] if results else {}
     for logger in loggers:
         final = {"hparams/best_val_mIoU": best}

@@ -242,7 +242,7 @@ def test_missing_split_is_a_data_error(ckpt, tiny_voc, tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused(ckpt, tiny_voc, tmp_path):
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     state["hyper_parameters"]["backbone"] = "resnet34"
     other = tmp_path / "other.ckpt"
     torch.save(state, other)

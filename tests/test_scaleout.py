@@ -148,7 +148,7 @@ def test_multirun_with_ddp_runs_each_job_once_with_its_own_ranks(tmp_path, data_
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
     for job, head in (("0", "fcn32s"), ("1", "fcn8s")):
-        ckpt = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=False)
+        ckpt = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert ckpt["hyper_parameters"]["head"] == head
         assert ckpt["global_step"] == 1  # 6 images over 2 ranks, batch 3: one step each
         assert len(list((sweep / job).glob("train_ddp_process_*.log"))) == 1  # one extra rank
@@ -251,14 +251,14 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, da
     assert "interrupted at step 6" in out and "Traceback" not in err
     (run,) = run_dirs(cwd)
     last = run / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 6
+    assert torch.load(last, weights_only=True)["global_step"] == 6
 
     ok(run_cli([*args, f"resume={run}"], cwd))
     ok(run_cli(args, tmp_path / "straight"))
     (straight,) = run_dirs(tmp_path / "straight")
 
-    resumed_ckpt = torch.load(last, weights_only=False)
-    straight_ckpt = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed_ckpt = torch.load(last, weights_only=True)
+    straight_ckpt = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed_ckpt["global_step"] == straight_ckpt["global_step"] == 8
     for name, value in straight_ckpt["state_dict"].items():
         torch.testing.assert_close(resumed_ckpt["state_dict"][name], value, atol=1e-6, rtol=0)

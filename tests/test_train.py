@@ -117,14 +117,14 @@ def test_fit_logs_tags_checkpoints_and_resumes(tmp_path, data_dir, capsys):
         ),
     }
     assert expected <= tags, expected - tags
-    steps = torch.load(last, weights_only=False)["global_step"]
+    steps = torch.load(last, weights_only=True)["global_step"]
     assert steps == 4  # 2 epochs x 2 batches of 3 images
 
     resumed = compose_train(
         [*tiny(tmp_path, data_dir), "trainer.max_epochs=3", f"ckpt_path={last}"], run
     )
     train(resumed)
-    assert torch.load(last, weights_only=False)["global_step"] == 6
+    assert torch.load(last, weights_only=True)["global_step"] == 6
 
 
 def test_staged_training_copies_matching_weights(tmp_path, data_dir):
@@ -134,7 +134,7 @@ def test_staged_training_copies_matching_weights(tmp_path, data_dir):
     cfg = compose_train([*tiny(tmp_path, data_dir), "head=fcn8s", f"init_from={ckpt}"], tmp_path)
     module = instantiate(cfg.model, _convert_="all")
     copied = module.load_matching_weights(ckpt)
-    state32 = torch.load(ckpt, weights_only=False)["state_dict"]
+    state32 = torch.load(ckpt, weights_only=True)["state_dict"]
     assert any(k.startswith("model.backbone.") for k in copied)
     assert "model.head.score32.weight" in copied
     for name in copied:

@@ -209,12 +209,18 @@ class VOCDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.val_batch_size,
-            sampler=eval_sampler(dataset),
+            sampler=eval_sampler(dataset, allow_empty_ranks=self._empty_ranks_allowed()),
             shuffle=False,
             drop_last=False,
             collate_fn=pad_collate,
             **common,
         )
+
+    def _empty_ranks_allowed(self) -> bool:
+        """Lightning's switch: the module (fcn-eval's) syncs only after the evaluation loop."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        flag = "allow_zero_length_dataloader_with_multiple_devices"
+        return bool(getattr(self, flag) or getattr(module, flag, False))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, train=True)
