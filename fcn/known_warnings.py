@@ -1,4 +1,5 @@
-"""Warnings from dependencies that a run cannot act on, silenced by name (and only those).
+"""Warnings a run cannot act on, silenced by message (and only those): a dependency's own
+deprecations, or Lightning describing what a preset asked for.
 
 Each entry says who warns and why nothing here can fix it; anything else still shows. Entry
 points call `ignore_known_warnings()` on import.
@@ -28,6 +29,12 @@ KNOWN: tuple[tuple[str, type[Warning], str], ...] = (
         DeprecationWarning,
         "torchvision 0.29 points at TorchCodec, which is not a dependency here; decode_jpeg is "
         "what the loader's measured speed rests on (README, Performance).",
+    ),
+    (
+        r"`torch.jit.load` is deprecated",
+        FutureWarning,
+        "torch 2.14 deprecates TorchScript as a whole; `fcn.export format=torchscript` is a "
+        "product format, and its parity check must load the file it wrote.",
     ),
     (
         r"You requested to overfit but enabled train dataloader shuffling",

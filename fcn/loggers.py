@@ -136,7 +136,15 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger:
     if "sweep_dir" in tags:  # a sweep's jobs as one group in the W&B UI
         kwargs.setdefault("group", tags["sweep_dir"])
     kwargs.setdefault("notes", tags.get("overrides"))
-    return WandbLogger(mode=mode, **kwargs)
+    logger = WandbLogger(mode=mode, **kwargs)
+    # Lightning always hands wandb.init `anonymous` (None unless asked for), and wandb 0.31
+    # prints "The anonymous setting has no effect" for any value: leave it out. Lightning keeps
+    # wandb.init's arguments only in the private `_wandb_init` (pinned by the test
+    # test_wandb_offline_run_has_metrics_and_images_uses__wandb_init).
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger
 
 
 # ---- end of a run ---------------------------------------------------------------------------
