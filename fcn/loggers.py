@@ -7,6 +7,7 @@ only needed once `logger=mlflow` / `logger=wandb` builds one.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from fcn.errors import ConfigError
 from fcn.run_names import hydra_run_tags
 
 _SQLITE = "sqlite:///"
@@ -34,15 +36,18 @@ def takes_images(loggers: Sequence[Logger]) -> bool:
 
 def log_image(loggers: Sequence[Logger], key: str, image: torch.Tensor, step: int) -> None:
     """A 3 x H x W uint8 picture under `key` at `step`, to each logger that takes pictures."""
-    hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, image, step)
         elif isinstance(logger, LightningMLFlowLogger):
             # The time-stepped form: the MLflow UI shows it per step, like TensorBoard.
-            logger.experiment.log_image(logger.run_id, hwc, key=key, step=step)
+            logger.experiment.log_image(logger.run_id, _hwc(image), key=key, step=step)
         elif isinstance(logger, WandbLogger):
-            logger.log_image(key, [hwc], step=step)
+            logger.log_image(key, [_hwc(image)], step=step)
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
 
 
 def figure_image(figure: Any) -> torch.Tensor:
@@ -71,6 +76,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         artifact_location: str | None = None,
         **kwargs: Any,
     ) -> None:
+        _require("mlflow", "logger=mlflow", "mlflow-skinny")
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         self._lock_file = _sqlite_lock_file(self.tracking_uri)
         if artifact_location is None and self._lock_file is not None:
@@ -128,6 +134,7 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger:
     The mode goes to wandb.init as `mode`: Lightning's own `offline=True` would instead set
     WANDB_MODE for the whole process, leaking into every later run of a sweep.
     """
+    _require("wandb", "logger=wandb", "wandb")
     if offline is None:
         mode = os.environ.get("WANDB_MODE", "offline")
     else:
@@ -145,6 +152,14 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger:
     if isinstance(init, dict) and init.get("anonymous") is None:
         init.pop("anonymous", None)
     return logger
+
+
+def _require(module: str, choice: str, package: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"{choice} needs the {package} package: pip install -e '.[tracking]' "
+            f"(or pip install {package})"
+        )
 
 
 # ---- end of a run ---------------------------------------------------------------------------

@@ -308,3 +308,15 @@ def test_help_through_hydra_and_no_warnings_on_a_plain_first_run(tmp_path):
         ["fcn.export", f"ckpt_path={ckpt}", "format=torchscript"], tmp_path, "-W", "error"
     )
     assert not PY_WARNING.search(result.stderr), PY_WARNING.findall(result.stderr)
+
+
+def test_tracking_logger_without_its_package_is_one_clear_line(monkeypatch, tmp_path):
+    from fcn import loggers
+    from fcn.errors import ConfigError
+
+    real = loggers.importlib.util.find_spec
+    monkeypatch.setattr(
+        loggers.importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name)
+    )
+    with pytest.raises(ConfigError, match=r"logger=mlflow needs the mlflow-skinny package"):
+        loggers.MLFlowLogger(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
