@@ -22,8 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from fcn.errors import ConfigError, exit_on_user_error
 from fcn.inference import InferenceOptions, load_segmentation_module, predict_logits
+from fcn.known_warnings import ignore_known_warnings
 from fcn.metrics import SegmentationMetrics, argmax_classes
+from fcn.resolvers import register_resolvers
 from fcn.visualize import prediction_grid, prediction_row
+
+# The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
+# run cannot act on stay quiet (fcn/known_warnings.py).
+register_resolvers()
+ignore_known_warnings()
 
 
 class Evaluator(L.LightningModule):

@@ -22,6 +22,13 @@ from torch import nn
 from fcn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fcn.errors import ConfigError, FCNError, exit_on_user_error
 from fcn.inference import load_segmentation_module
+from fcn.known_warnings import ignore_known_warnings
+from fcn.resolvers import register_resolvers
+
+# The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
+# run cannot act on stay quiet (fcn/known_warnings.py).
+register_resolvers()
+ignore_known_warnings()
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 

@@ -9,12 +9,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from fcn.checkpoints import read_checkpoint
 from fcn.classes import VOID_INDEX
 from fcn.classes import class_names as default_class_names
 from fcn.errors import CheckpointError, ConfigError, DivergenceError
+from fcn.loggers import figure_image, log_image, takes_images
 from fcn.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
 from fcn.models import build_model
 from fcn.optim import build_optimizer, build_scheduler
@@ -161,22 +161,19 @@ class SegmentationModule(L.LightningModule):
             if not torch.isnan(iou):
                 self.log(f"{split}/IoU/{_tag(name)}", iou.float())
         rows, self._log_rows = self._log_rows, []
-        tb = self._tensorboard()
-        if tb is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        if (
+            not takes_images(self.loggers)
+            or self.trainer.sanity_checking
+            or not self.trainer.is_global_zero
+        ):
             return
         if rows:
-            tb.add_image(f"{split}/predictions", prediction_grid(rows), self.global_step)
+            log_image(self.loggers, f"{split}/predictions", prediction_grid(rows), self.global_step)
         if split == "test":
             # Drawn once, for the best checkpoint: matplotlib costs ~1 s per figure, and the
             # per-class IoU curves already follow every validation.
-            fig = confusion_figure(scores["confmat"], self.class_names)
-            tb.add_figure(f"{split}/confusion_matrix", fig, self.global_step, close=True)
-
-    def _tensorboard(self):
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None
+            fig = figure_image(confusion_figure(scores["confmat"], self.class_names))
+            log_image(self.loggers, f"{split}/confusion_matrix", fig, self.global_step)
 
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):

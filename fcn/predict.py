@@ -23,8 +23,15 @@ from fcn.classes import voc_palette
 from fcn.data.transforms import normalize_image
 from fcn.errors import ConfigError, DataError, exit_on_user_error
 from fcn.inference import InferenceOptions, load_segmentation_module, predict_logits
+from fcn.known_warnings import ignore_known_warnings
 from fcn.metrics import argmax_classes
+from fcn.resolvers import register_resolvers
 from fcn.visualize import colorize
+
+# The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
+# run cannot act on stay quiet (fcn/known_warnings.py).
+register_resolvers()
+ignore_known_warnings()
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 

@@ -11,7 +11,6 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,7 +22,15 @@ from fcn.distributed import (
     sync_batchnorm_supported,
 )
 from fcn.errors import exit_on_user_error
+from fcn.known_warnings import ignore_known_warnings
+from fcn.loggers import log_location, log_run_end
+from fcn.resolvers import register_resolvers
 from fcn.resume import InterruptCheckpoint, RestoreTrainingStream
+
+# The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
+# run cannot act on stay quiet (fcn/known_warnings.py).
+register_resolvers()
+ignore_known_warnings()
 
 # Launched DDP ranks run this file too: only rank 0 talks.
 say = rank_zero_only(print)
@@ -110,16 +117,11 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
             module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True
         )
         test_metrics = results[0] if results else {}
-    for logger in loggers:
-        final = {"hparams/best_val_mIoU": best}
-        final.update({f"hparams/{k}": v for k, v in test_metrics.items() if "IoU/" not in k})
-        if isinstance(logger, TensorBoardLogger):  # hparams view: params with their results
-            logger.log_hyperparams(_flat_hparams(cfg), final)
-        else:  # e.g. CSVLogger: log_hyperparams takes no metrics
-            logger.log_hyperparams(_flat_hparams(cfg))
-            logger.log_metrics(final, step=trainer.global_step)
+    final = {"hparams/best_val_mIoU": best}
+    final.update({f"hparams/{k}": v for k, v in test_metrics.items() if "IoU/" not in k})
+    log_run_end(loggers, _flat_hparams(cfg), final, trainer.global_step, best_path)
     if trainer.is_global_zero:
-        log_dir = loggers[0].log_dir if loggers else cfg.paths.output_dir
+        log_dir = log_location(loggers, cfg.paths.output_dir)
         print(f"best val/mIoU={best:.4f} checkpoint={best_path or 'none'} logs={log_dir}")
     return best
 

@@ -127,15 +127,15 @@ def test_submitit_local_launcher_runs_both_jobs(tmp_path, data_dir):
     args = ["-m", "hydra/launcher=local", "head=fcn32s,fcn8s", *tiny(data_dir)]
     ok(run_cli(args, tmp_path))
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    jobs = ["0_head=fcn32s", "1_head=fcn8s"]  # job dirs say what they are (fcn/run_names.py)
     assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == [
-        "0",
-        "1",
+        *jobs,
         "multirun.yaml",
     ]
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.out"))
     summaries = SUMMARY.findall(logs)
-    assert sorted(Path(s[1]).parts[-3] for s in summaries) == ["0", "1"]
-    for job in ("0", "1"):
+    assert sorted(Path(s[1]).parts[-3] for s in summaries) == jobs
+    for job in jobs:
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -146,8 +146,8 @@ def test_multirun_with_ddp_runs_each_job_once_with_its_own_ranks(tmp_path, data_
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["multirun"]  # no stray runs
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0", "1"]
-    for job, head in (("0", "fcn32s"), ("1", "fcn8s")):
+    assert jobs == ["0_head=fcn32s", "1_head=fcn8s"]  # '=' and ',' in job dirs: ranks still run
+    for job, head in (("0_head=fcn32s", "fcn32s"), ("1_head=fcn8s", "fcn8s")):
         ckpt = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert ckpt["hyper_parameters"]["head"] == head
         assert ckpt["global_step"] == 1  # 6 images over 2 ranks, batch 3: one step each

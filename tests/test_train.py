@@ -38,7 +38,8 @@ def tiny(tmp_path: Path, data_dir: Path) -> list[str]:
 
 def compose_train(overrides: list[str], output_dir: Path):
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", [*overrides, f"paths.output_dir={output_dir}"])
+        paths = [f"paths.output_dir={output_dir}", f"paths.tracking_dir={output_dir}"]
+        return compose("train", [*overrides, *paths])
 
 
 @pytest.fixture(scope="module")

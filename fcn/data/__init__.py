@@ -1,30 +1,43 @@
-"""VOC-layout data: the dataset, joint transforms, the synthetic generator, the datamodule."""
+"""VOC-layout data: the dataset, joint transforms, the synthetic generator, the datamodule.
 
-from fcn.data.datamodule import VOCDataModule, pad_collate
-from fcn.data.synthetic import SYNTHETIC_CLASSES, ensure_synthetic_voc, generate_synthetic_voc
-from fcn.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EvalTransform,
-    TrainTransform,
-    normalize_image,
-)
-from fcn.data.voc import VOCSegmentation, colours_to_indices, read_image, read_label, read_split
+Names are imported on first use (PEP 562): importing the package then leaves its submodules
+unloaded, so `python -m fcn.data.synthetic` runs the module once (an eager import here made
+runpy warn that it was already in sys.modules) and does not pay for torch.
+"""
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "SYNTHETIC_CLASSES",
-    "EvalTransform",
-    "TrainTransform",
-    "VOCDataModule",
-    "VOCSegmentation",
-    "colours_to_indices",
-    "ensure_synthetic_voc",
-    "generate_synthetic_voc",
-    "normalize_image",
-    "pad_collate",
-    "read_image",
-    "read_label",
-    "read_split",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "VOCDataModule": "datamodule",
+    "pad_collate": "datamodule",
+    "SYNTHETIC_CLASSES": "synthetic",
+    "ensure_synthetic_voc": "synthetic",
+    "generate_synthetic_voc": "synthetic",
+    "IMAGENET_MEAN": "transforms",
+    "IMAGENET_STD": "transforms",
+    "EvalTransform": "transforms",
+    "TrainTransform": "transforms",
+    "normalize_image": "transforms",
+    "VOCSegmentation": "voc",
+    "colours_to_indices": "voc",
+    "read_image": "voc",
+    "read_label": "voc",
+    "read_split": "voc",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'fcn.data' has no attribute {name!r}")
+    value = getattr(import_module(f"fcn.data.{_WHERE[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
