@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from fcn.checkpoints import check_checkpoint, resolve_resume
+from fcn.cluster import JobSignals
 from fcn.distributed import (
     check_same_config,
     install_hydra_ddp_launcher,
@@ -24,6 +25,7 @@ from fcn.distributed import (
 )
 from fcn.errors import exit_on_user_error
 from fcn.resume import InterruptCheckpoint, RestoreTrainingStream
+from fcn.sweep import JobRecord, continue_job, stored_value
 
 # Launched DDP ranks run this file too: only rank 0 talks.
 say = rank_zero_only(print)
@@ -39,9 +41,18 @@ def train(cfg: DictConfig) -> float:
     """Fit and test one configuration; returns the best val mIoU (what sweepers maximise)."""
     ckpt_path = resolve_resume(cfg.get("ckpt_path"), cfg.get("resume"))
     _prepare_scale_out(cfg, ckpt_path)
+    # A job that runs again in its own directory (re-run sweep, requeued job) continues there.
+    explicit = ckpt_path
+    ckpt_path, finished = continue_job(cfg.paths.output_dir, ckpt_path)
+    if finished is not None:
+        value = stored_value(finished)
+        say(f"{cfg.paths.output_dir}: finished before (best val/mIoU={value:.4f}), not run again")
+        return value
+    if ckpt_path and not explicit:
+        say(f"continuing this job from {ckpt_path}")
     trainer_ref: list[L.Trainer] = []
-    with launched_ranks_cleanup(trainer_ref):
-        return _train(cfg, ckpt_path, trainer_ref)
+    with launched_ranks_cleanup(trainer_ref), JobRecord(cfg) as record:
+        return _train(cfg, ckpt_path, trainer_ref, record)
 
 
 def _prepare_scale_out(cfg: DictConfig, ckpt_path: str | None) -> None:
@@ -68,7 +79,7 @@ def _owning_run_dir(ckpt_path: str | None) -> Path | None:
     return run if path.parent.name == "checkpoints" else None
 
 
-def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
+def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: JobRecord) -> float:
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -85,17 +96,21 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
 
     callbacks, loggers = build_callbacks_and_loggers(cfg)
     interrupt = InterruptCheckpoint(Path(cfg.paths.output_dir) / "checkpoints")
+    signals = JobSignals()  # SLURM/submitit: pre-emption and time limits stop at a batch end
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, interrupt, RestoreTrainingStream()],
+        callbacks=[*callbacks, interrupt, signals, RestoreTrainingStream()],
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
     )
     trainer_ref.append(trainer)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with signals:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException:
-        _exit_interrupted(trainer, interrupt, cfg)
+        _exit_interrupted(trainer, interrupt, cfg, signals, record)
+    if signals.stop_pending(trainer):  # the signal came as fit ended: the job stops all the same
+        _exit_interrupted(trainer, interrupt, cfg, signals, record)
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_score = (
@@ -114,21 +129,41 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
         else:  # e.g. CSVLogger: log_hyperparams takes no metrics
             logger.log_hyperparams(_flat_hparams(cfg))
             logger.log_metrics(final, step=trainer.global_step)
+    record.finish(
+        best,
+        {"best_val_mIoU": best, **test_metrics},
+        global_step=trainer.global_step,
+        checkpoint=best_path or None,
+    )
     if trainer.is_global_zero:
         log_dir = loggers[0].log_dir if loggers else cfg.paths.output_dir
         print(f"best val/mIoU={best:.4f} checkpoint={best_path or 'none'} logs={log_dir}")
     return best
 
 
-def _exit_interrupted(trainer: L.Trainer, interrupt: InterruptCheckpoint, cfg: DictConfig) -> None:
-    """SIGTERM/SIGINT during fit: last.ckpt is written; say how to resume, exit 128+SIGTERM."""
+def _exit_interrupted(
+    trainer: L.Trainer,
+    interrupt: InterruptCheckpoint,
+    cfg: DictConfig,
+    signals: JobSignals,
+    record: JobRecord,
+) -> None:
+    """A stop during fit: last.ckpt is written; record it, requeue a cluster job or say how to
+    resume, exit 128+SIGTERM."""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = interrupt.saved or (last if last.is_file() else "none")
+    record.interrupt(global_step=trainer.global_step, checkpoint=str(saved))
     if trainer.is_global_zero:
-        saved = interrupt.saved or "none"
-        print(
-            f"interrupted at step {trainer.global_step}: saved {saved}; "
-            f"continue with resume={cfg.paths.output_dir}",
-            flush=True,
+        then = (
+            "this job continues from it when it runs again (requeued or re-run)"
+            if signals.active
+            else f"continue with resume={cfg.paths.output_dir}"
         )
+        print(f"interrupted at step {trainer.global_step}: saved {saved}; {then}", flush=True)
+    if signals.active:
+        note = signals.requeue(trainer.is_global_zero)  # submitit's requeue exits in there
+        if note and trainer.is_global_zero:
+            print(note, flush=True)
     sys.exit(128 + signal.SIGTERM)
 
 
