@@ -147,7 +147,8 @@ def write_report(sweep_dir: Path, metric: str = PRIMARY) -> str:
         for job in unfinished:
             what = " ".join(f"{k}={job.overrides.get(k, '')}" for k in (*keys, *SEED_KEYS))
             error = f": {job.error}" if job.error else ""
-            lines.append(f"- {job.status}: {what} ({job.path.relative_to(sweep_dir)}){error}")
+            status = "running (or killed)" if job.status == "running" else job.status
+            lines.append(f"- {status}: {what} ({job.path.relative_to(sweep_dir)}){error}")
     markdown = "\n".join(lines) + "\n"
 
     (sweep_dir / "report.md").write_text(markdown)

@@ -154,12 +154,12 @@ def _exit_interrupted(
     saved = interrupt.saved or (last if last.is_file() else "none")
     record.interrupt(global_step=trainer.global_step, checkpoint=str(saved))
     if trainer.is_global_zero:
-        then = (
-            "this job continues from it when it runs again (requeued or re-run)"
-            if signals.active
-            else f"continue with resume={cfg.paths.output_dir}"
+        requeued = " (a requeued job continues from it by itself)" if signals.active else ""
+        print(
+            f"interrupted at step {trainer.global_step}: saved {saved}; "
+            f"continue with resume={cfg.paths.output_dir}{requeued}",
+            flush=True,
         )
-        print(f"interrupted at step {trainer.global_step}: saved {saved}; {then}", flush=True)
     if signals.active:
         note = signals.requeue(trainer.is_global_zero)  # submitit's requeue exits in there
         if note and trainer.is_global_zero:
