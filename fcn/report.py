@@ -22,7 +22,16 @@ from fcn.errors import ConfigError, exit_on_user_error
 from fcn.sweep import RESULT_FILE, read_result
 
 PRIMARY = "best_val_mIoU"
-METRICS = (PRIMARY, "test/mIoU", "test/pixel_acc", "test/mean_acc", "test/fwIoU", "test/loss")
+# shown when present; report.csv has the same columns (result.json holds more)
+METRICS = (
+    PRIMARY,
+    "test/mIoU",
+    "test/pixel_acc",
+    "test/mean_acc",
+    "test/fwIoU",
+    "test/loss",
+    "val/loss",
+)
 SEED_KEYS = ("seed",)
 
 

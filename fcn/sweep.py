@@ -7,7 +7,8 @@ record holds the job's overrides, and a directory that holds a different job is 
 
 result.json (rank 0 writes it, atomically):
     {"status": "running" | "interrupted" | "failed" | "finished",
-     "overrides": [...], "value": best val mIoU or null, "metrics": {...},
+     "overrides": [...], "value": best val mIoU or null,
+     "metrics": {"best_val_mIoU", the last validation's val/*, the test pass's test/*},
      "global_step": N, "checkpoint": ..., "error": ..., "config": {...}, "updated": ISO time}
 """
 
@@ -87,6 +88,15 @@ def _check_same_job(run_dir: Path, record: dict) -> None:
             f", not {' '.join(current) or '(none)'}; use a new hydra.sweep.dir (or the same "
             "sweep command as before)"
         )
+
+
+def last_val_metrics(trainer: Any) -> dict[str, float]:
+    """The last validation's split metrics (val/mIoU, val/loss, ...; no per-class IoU)."""
+    return {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("val/") and k.count("/") == 1
+    }
 
 
 def stored_value(record: dict) -> float:

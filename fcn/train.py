@@ -25,7 +25,7 @@ from fcn.distributed import (
 )
 from fcn.errors import exit_on_user_error
 from fcn.resume import InterruptCheckpoint, RestoreTrainingStream
-from fcn.sweep import JobRecord, continue_job, stored_value
+from fcn.sweep import JobRecord, continue_job, last_val_metrics, stored_value
 
 # Launched DDP ranks run this file too: only rank 0 talks.
 say = rank_zero_only(print)
@@ -111,6 +111,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
         _exit_interrupted(trainer, interrupt, cfg, signals, record)
     if signals.stop_pending(trainer):  # the signal came as fit ended: the job stops all the same
         _exit_interrupted(trainer, interrupt, cfg, signals, record)
+    final_val = last_val_metrics(trainer)  # before test() replaces the callback metrics
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_score = (
@@ -131,7 +132,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
             logger.log_metrics(final, step=trainer.global_step)
     record.finish(
         best,
-        {"best_val_mIoU": best, **test_metrics},
+        {"best_val_mIoU": best, **final_val, **test_metrics},
         global_step=trainer.global_step,
         checkpoint=best_path or None,
     )

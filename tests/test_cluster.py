@@ -7,6 +7,7 @@ answer. Nothing here needs SLURM's accounting database (sacct).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -15,13 +16,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from test_scaleout import SUMMARY, _compose, cli_env, ok, run_cli, tiny
+from test_scaleout import SUMMARY, _compose, cli_env, ok, tiny
 from torch.utils.data import DataLoader, Dataset
 
 from fcn.cluster import JobSignals, worker_init
@@ -82,16 +85,43 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> str:
     return path.read_text()
 
 
+def one_thread_env() -> dict[str, str]:
+    # Tiny models: one thread is as fast, and far faster on a busy machine (no OpenMP
+    # spinning). SLURM jobs inherit it from the submitting process.
+    return {**cli_env(), "OMP_NUM_THREADS": "1"}
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """In-process reference runs with the thread count of the jobs they are compared with."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def popen_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-m", "fcn.train", *args],
         cwd=cwd,
-        env=cli_env(),
+        env=one_thread_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = popen_cli(args, cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def results(sweep: Path) -> dict[str, dict]:
@@ -261,7 +291,7 @@ def test_rerun_sweep_skips_finished_resumes_interrupted_and_reports_seeds(tmp_pa
 
     report = subprocess.run(
         [sys.executable, "-m", "fcn.report", str(sweep)],
-        env=cli_env(),
+        env=one_thread_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -274,6 +304,13 @@ def test_rerun_sweep_skips_finished_resumes_interrupted_and_reports_seeds(tmp_pa
         assert float(mean) == pytest.approx(np.mean(values), abs=5e-5)
         assert float(std) == pytest.approx(np.std(values, ddof=1), abs=5e-5)
     assert float(rows[0][2]) >= float(rows[1][2])  # best first
+    with (sweep / "report.csv").open() as f:
+        for row in csv.DictReader(f):  # full precision; the last val loss differs by seed
+            head = f"head={row['head']}"
+            losses = [r["metrics"]["val/loss"] for r in after.values() if head in r["overrides"]]
+            assert len(set(losses)) == 3
+            assert float(row["val/loss_mean"]) == pytest.approx(np.mean(losses), rel=1e-12)
+            assert float(row["val/loss_std"]) == pytest.approx(np.std(losses, ddof=1), rel=1e-9)
 
 
 @pytest.mark.slow
@@ -368,11 +405,11 @@ def tb_steps(run: Path) -> dict[str, list[int]]:
 @pytest.mark.slurm
 def test_slurm_sweep_of_ddp_jobs_matches_one_process(slurm, tmp_path, data_dir):
     # The weights to evaluate, and their metrics in one process (in this process: no start-up).
-    cfg = _compose([*tiny(data_dir), "test_after_fit=false"], tmp_path / "fit")
-    train(cfg)
-    ckpt = tmp_path / "fit" / "checkpoints" / "last.ckpt"
-    same = [*tiny(data_dir), f"init_from={ckpt}", "trainer.max_epochs=0"]
-    train(_compose(same, tmp_path / "single"))
+    with one_thread():
+        train(_compose([*tiny(data_dir), "test_after_fit=false"], tmp_path / "fit"))
+        ckpt = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+        same = [*tiny(data_dir), f"init_from={ckpt}", "trainer.max_epochs=0"]
+        train(_compose(same, tmp_path / "single"))
     single = json.loads((tmp_path / "single" / RESULT_FILE).read_text())["metrics"]
 
     # A 2-point sweep on SLURM; each job is 2 ranks started by srun (3 val images: odd split).
@@ -413,7 +450,8 @@ def test_slurm_preempted_and_requeued_job_continues_where_it_stopped(slurm, tmp_
     assert proc.returncode == 0, out[-2000:] + err[-3000:]
 
     # The same run without interruption, in this process.
-    train(_compose(common, tmp_path / "straight"))
+    with one_thread():
+        train(_compose(common, tmp_path / "straight"))
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
 
     ((_, record),) = results(sweep).items()
