@@ -46,7 +46,10 @@ def train(cfg: DictConfig) -> float:
     ckpt_path, finished = continue_job(cfg.paths.output_dir, ckpt_path)
     if finished is not None:
         value = stored_value(finished)
-        say(f"{cfg.paths.output_dir}: finished before (best val/mIoU={value:.4f}), not run again")
+        say(
+            f"{cfg.paths.output_dir}: finished before (best val/mIoU={value:.4f}), not run "
+            "again (delete its result.json to rerun it)"
+        )
         return value
     if ckpt_path and not explicit:
         say(f"continuing this job from {ckpt_path}")

@@ -24,7 +24,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from test_scaleout import SUMMARY, _compose, cli_env, ok, tiny
+from hydra import compose, initialize_config_dir
+from test_scaleout import CONF, SUMMARY, _compose, cli_env, ok, tiny
 from torch.utils.data import DataLoader, Dataset
 
 from fcn.cluster import JobSignals, worker_init
@@ -192,6 +193,44 @@ def test_job_signals_use_signal_connector_received_sigterm():
     assert not JobSignals(active=False).stop_pending(trainer)  # no collective outside clusters
 
 
+def test_cluster_defaults_compose():
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        slurm = compose("train", ["hydra/launcher=slurm"], return_hydra_config=True)
+        search = compose("train", ["hparams_search=optuna"], return_hydra_config=True)
+    assert slurm.hydra.launcher.max_num_timeout == 20  # long runs cross time limits
+    assert slurm.hydra.launcher.signal_delay_s == 120
+    assert search.hydra.sweeper._target_.endswith("ResumableOptunaSweeper")
+    assert search.hydra.sweeper.storage == f"sqlite:///{search.hydra.sweep.dir}/optuna.db"
+
+
+def test_resumable_optuna_uses_optuna_sweeper_impl_attributes():
+    """The resumable sweeper adjusts hydra-optuna-sweeper's private OptunaSweeperImpl
+    (n_trials, job_idx, storage, study_name, params, sampler) and parses overrides with its
+    _impl.create_params_from_overrides, as its sweep() does."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    from hydra_plugins.fcn_optuna_sweeper.resumable import ResumableOptunaSweeper
+
+    sweeper = ResumableOptunaSweeper(
+        sampler=None,
+        direction="maximize",
+        storage="sqlite:///x.db",
+        study_name="s",
+        n_trials=4,
+        n_jobs=1,
+        max_failure_rate=0.0,
+        search_space=None,
+        custom_search_space=None,
+        params={"optimizer.lr": "interval(0.1, 1)"},
+    )
+    impl = sweeper.sweeper
+    settings = (impl.n_trials, impl.job_idx, impl.storage, impl.study_name)
+    assert settings == (4, 0, "sqlite:///x.db", "s")
+    assert dict(impl.params) == {"optimizer.lr": "interval(0.1, 1)"} and hasattr(impl, "sampler")
+    space, fixed = create_params_from_overrides(["optimizer.lr=interval(0.1, 1)", "seed=3"])
+    assert list(space) == ["optimizer.lr"] and fixed == {"seed": "3"}
+
+
 # ---- job records --------------------------------------------------------------------------------
 def test_continue_job_skips_finished_resumes_last_and_refuses_another_job(tmp_path, monkeypatch):
     monkeypatch.setattr("fcn.sweep.job_overrides", lambda: ["head=fcn8s", "seed=1"])
@@ -217,7 +256,8 @@ def test_continue_job_skips_finished_resumes_last_and_refuses_another_job(tmp_pa
 def test_finished_run_is_not_run_again_in_its_directory(tmp_path, data_dir, capsys):
     # A stray requeue of a job that finished: same directory, result.json says finished.
     cfg = _compose([*tiny(data_dir), "trainer.fast_dev_run=true", "test_after_fit=false"], tmp_path)
-    first = train(cfg)
+    with one_thread():
+        first = train(cfg)
     record = json.loads((tmp_path / RESULT_FILE).read_text())
     assert record["status"] == "finished" and record["metrics"]["best_val_mIoU"] is None
     capsys.readouterr()
@@ -296,7 +336,7 @@ def test_rerun_sweep_skips_finished_resumes_interrupted_and_reports_seeds(tmp_pa
         text=True,
         timeout=120,
     )
-    rows = re.findall(r"^\| (fcn\d+s) \| (\d) \| ([\d.]+) ± ([\d.]+) \|$", report.stdout, re.M)
+    rows = re.findall(r"^\| (fcn\d+s) \| (\d) \| ([\d.]+) ± ([\d.]+) \|", report.stdout, re.M)
     assert len(rows) == 2, report.stdout + report.stderr
     for head, n, mean, std in rows:
         values = [r["value"] for r in after.values() if f"head={head}" in r["overrides"]]
@@ -476,12 +516,16 @@ def test_slurm_preempted_and_requeued_job_continues_where_it_stopped(slurm, tmp_
     ]
     assert "-v1" not in record["checkpoint"]
 
-    log = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
+    log = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))  # .out and .err
+
+    def lines(pattern: str) -> set[str]:  # submitit's warnings go to both files
+        return set(re.findall(pattern, log, re.M))
+
     assert "interrupted at step 2" in log and "interrupted at step 6" in log
     assert log.count("continuing this job from") == 2
     assert "DataLoader worker" not in log and "exited unexpectedly" not in log
     # SIGCONT comes with SLURM's SIGTERM (2 requeues); only the main process may log it (its 2
     # live DataLoader workers did too, before worker_init reset it)
-    assert len(re.findall(r"^submitit WARNING .* Bypassing signal SIGCONT", log, re.M)) <= 2
+    assert len(lines(r"^submitit WARNING .* Bypassing signal SIGCONT.*$")) <= 2
     # submitit's handler ran once, in the main process, after last.ckpt (not in the workers)
-    assert len(re.findall(r"^submitit INFO .* Calling checkpoint method", log, re.M)) == 1
+    assert len(lines(r"^submitit INFO .* Calling checkpoint method.*$")) == 1
