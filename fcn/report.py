@@ -183,25 +183,29 @@ def _plot(groups: list[Group], metrics: list[str], path: Path) -> None:
     x = np.arange(len(labels))
     width = 0.8 / max(1, len(metrics))
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(labels) + 2), 4.2))
+    top = 0.0
     for i, metric in enumerate(metrics):
         stats = [g.stats(metric) for g in groups]
-        means = [s[0] for s in stats]
-        errors = [0.0 if math.isnan(s[1]) else s[1] for s in stats]
-        bars = ax.bar(
-            x + (i - (len(metrics) - 1) / 2) * width,
-            means,
-            width,
-            yerr=errors,
-            capsize=4,
-            label=metric,
-        )
-        ax.bar_label(bars, labels=[f"n={s[2]}" for s in stats], padding=2, fontsize=8)
+        means = np.array([s[0] for s in stats])
+        errors = np.array([0.0 if math.isnan(s[1]) else s[1] for s in stats])
+        offset = x[: len(stats)] + (i - (len(metrics) - 1) / 2) * width
+        ax.bar(offset, means, width, yerr=errors, capsize=4, label=metric)
+        for xi, mean, err, (_, _, n) in zip(offset, means, errors, stats):
+            ax.annotate(
+                f"{mean:.3f}\nn={n}",
+                (xi, mean + err),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
+        top = max([top, *(means + errors)])
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel("mean ± sample std")
-    ax.set_ylim(0, 1.0 if all(g.stats(m)[0] <= 1 for g in groups for m in metrics) else None)
-    ax.set_title(f"{path.parent.name}: {len(groups)} groups", fontsize=10)
+    ax.set_ylabel("mean ± sample std (ddof=1)")
+    ax.set_ylim(0, top * 1.25 if top > 0 else 1)
+    ax.set_title(f"{path.parent.name}: over the seeds of each group", fontsize=10)
     if metrics:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

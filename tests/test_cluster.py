@@ -403,8 +403,8 @@ def _slurm_skip_reason() -> str | None:
     return None
 
 
-@pytest.fixture
-def slurm() -> None:
+@pytest.fixture(scope="module")
+def slurm() -> None:  # asked once: an absent controller takes sinfo ~10 s to report
     reason = _slurm_skip_reason()
     if reason:
         pytest.skip(reason)
