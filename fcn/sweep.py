@@ -109,9 +109,11 @@ class JobRecord:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.path = Path(cfg.paths.output_dir) / RESULT_FILE
+        # A job continued with resume=<its dir> stays the job its sweep knows (its overrides).
+        earlier = read_result(self.path.parent) if rank_zero_only.rank == 0 else None
         self.record: dict[str, Any] = {
             "status": "running",
-            "overrides": job_overrides(),
+            "overrides": (earlier or {}).get("overrides", job_overrides()),
             "job_dir": str(Path(cfg.paths.output_dir).absolute()),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "config": _plain_config(cfg),
