@@ -72,6 +72,24 @@ def continue_job(run_dir: str | Path, ckpt_path: str | None) -> tuple[str | None
     return (str(last), None) if last.is_file() else (None, None)
 
 
+def start_job(run_dir: str | Path, ckpt_path: str | None) -> tuple[str | None, float | None]:
+    """`continue_job`, said in one line: (checkpoint to resume from, value of a finished job)."""
+    resume_from, finished = continue_job(run_dir, ckpt_path)
+    if finished is not None:
+        value = stored_value(finished)
+        _say(
+            f"{run_dir}: finished before (best val/mIoU={value:.4f}), not run again "
+            "(delete its result.json to rerun it)"
+        )
+        return None, value
+    if resume_from and not ckpt_path:
+        _say(f"continuing this job from {resume_from}")
+    return resume_from, None
+
+
+_say = rank_zero_only(print)
+
+
 def _launched_rank() -> bool:
     # Ranks Lightning starts rerun the job's saved config without its overrides
     # (fcn/distributed.py); rank 0 has checked the directory for them.

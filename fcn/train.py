@@ -25,7 +25,7 @@ from fcn.distributed import (
 )
 from fcn.errors import exit_on_user_error
 from fcn.resume import InterruptCheckpoint, RestoreTrainingStream
-from fcn.sweep import JobRecord, continue_job, last_val_metrics, stored_value
+from fcn.sweep import JobRecord, last_val_metrics, start_job
 
 # Launched DDP ranks run this file too: only rank 0 talks.
 say = rank_zero_only(print)
@@ -42,17 +42,9 @@ def train(cfg: DictConfig) -> float:
     ckpt_path = resolve_resume(cfg.get("ckpt_path"), cfg.get("resume"))
     _prepare_scale_out(cfg, ckpt_path)
     # A job that runs again in its own directory (re-run sweep, requeued job) continues there.
-    explicit = ckpt_path
-    ckpt_path, finished = continue_job(cfg.paths.output_dir, ckpt_path)
-    if finished is not None:
-        value = stored_value(finished)
-        say(
-            f"{cfg.paths.output_dir}: finished before (best val/mIoU={value:.4f}), not run "
-            "again (delete its result.json to rerun it)"
-        )
-        return value
-    if ckpt_path and not explicit:
-        say(f"continuing this job from {ckpt_path}")
+    ckpt_path, finished_value = start_job(cfg.paths.output_dir, ckpt_path)
+    if finished_value is not None:
+        return finished_value
     trainer_ref: list[L.Trainer] = []
     with launched_ranks_cleanup(trainer_ref), JobRecord(cfg) as record:
         return _train(cfg, ckpt_path, trainer_ref, record)
