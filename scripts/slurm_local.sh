@@ -63,9 +63,12 @@ install_packages() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     # policy-rc.d: the packages must not start their own daemons (no systemd in a container)
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    local policy=/usr/sbin/policy-rc.d ours=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1
+    fi
     apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    if [[ $ours == 1 ]]; then rm -f "$policy"; fi
 }
 
 write_conf() {
