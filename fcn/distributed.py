@@ -104,6 +104,11 @@ def check_same_config(cfg: DictConfig) -> None:
         )
 
 
+def launched_by_rank_zero() -> bool:
+    """This process is a rank Lightning started from rank 0's job (not rank 0, not srun's)."""
+    return bool(os.environ.get(_CONFIG_HASH_ENV)) and int(os.environ.get("LOCAL_RANK", "0")) > 0
+
+
 @contextmanager
 def launched_ranks_cleanup(trainer_ref: list) -> Iterator[None]:
     """Leave the process as it was for the next job of a sweep: wait for the ranks this job

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from fcn.checkpoints import AtomicCheckpointIO, check_checkpoint, resolve_resume
+from fcn.cluster import JobSignals
 from fcn.distributed import (
     check_same_config,
     install_hydra_ddp_launcher,
@@ -26,6 +27,7 @@ from fcn.known_warnings import ignore_known_warnings
 from fcn.loggers import log_location, log_run_end
 from fcn.resolvers import register_resolvers
 from fcn.resume import InterruptCheckpoint, RestoreTrainingStream
+from fcn.sweep import JobRecord, last_val_metrics, start_job
 
 # The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
 # run cannot act on stay quiet (fcn/known_warnings.py).
@@ -46,9 +48,13 @@ def train(cfg: DictConfig) -> float:
     """Fit and test one configuration; returns the best val mIoU (what sweepers maximise)."""
     ckpt_path = resolve_resume(cfg.get("ckpt_path"), cfg.get("resume"))
     _prepare_scale_out(cfg, ckpt_path)
+    # A job that runs again in its own directory (re-run sweep, requeued job) continues there.
+    ckpt_path, finished_value = start_job(cfg.paths.output_dir, ckpt_path)
+    if finished_value is not None:
+        return finished_value
     trainer_ref: list[L.Trainer] = []
-    with launched_ranks_cleanup(trainer_ref):
-        return _train(cfg, ckpt_path, trainer_ref)
+    with launched_ranks_cleanup(trainer_ref), JobRecord(cfg) as record:
+        return _train(cfg, ckpt_path, trainer_ref, record)
 
 
 def _prepare_scale_out(cfg: DictConfig, ckpt_path: str | None) -> None:
@@ -75,7 +81,7 @@ def _owning_run_dir(ckpt_path: str | None) -> Path | None:
     return run if path.parent.name == "checkpoints" else None
 
 
-def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
+def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: JobRecord) -> float:
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -92,19 +98,24 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
 
     callbacks, loggers = build_callbacks_and_loggers(cfg)
     interrupt = InterruptCheckpoint(Path(cfg.paths.output_dir) / "checkpoints")
+    signals = JobSignals()  # SLURM/submitit: pre-emption and time limits stop at a batch end
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, interrupt, RestoreTrainingStream()],
+        callbacks=[*callbacks, interrupt, signals, RestoreTrainingStream()],
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
         plugins=[AtomicCheckpointIO()],  # every checkpoint, interrupt one included
     )
     trainer_ref.append(trainer)
     try:
-        # weights_only: Lightning's own read of the checkpoint runs no code either.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with signals:
+            # weights_only: Lightning's own read of the checkpoint runs no code either.
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
-        _exit_interrupted(trainer, interrupt, cfg)
+        _exit_interrupted(trainer, interrupt, cfg, signals, record)
+    if signals.stop_pending(trainer):  # the signal came as fit ended: the job stops all the same
+        _exit_interrupted(trainer, interrupt, cfg, signals, record)
+    final_val = last_val_metrics(trainer)  # before test() replaces the callback metrics
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_score = (
@@ -120,21 +131,41 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list) -> float:
     final = {"hparams/best_val_mIoU": best}
     final.update({f"hparams/{k}": v for k, v in test_metrics.items() if "IoU/" not in k})
     log_run_end(loggers, _flat_hparams(cfg), final, trainer.global_step, best_path)
+    record.finish(
+        best,
+        {"best_val_mIoU": best, **final_val, **test_metrics},
+        global_step=trainer.global_step,
+        checkpoint=best_path or None,
+    )
     if trainer.is_global_zero:
         log_dir = log_location(loggers, cfg.paths.output_dir)
         print(f"best val/mIoU={best:.4f} checkpoint={best_path or 'none'} logs={log_dir}")
     return best
 
 
-def _exit_interrupted(trainer: L.Trainer, interrupt: InterruptCheckpoint, cfg: DictConfig) -> None:
-    """SIGTERM/SIGINT during fit: last.ckpt is written; say how to resume, exit 128+SIGTERM."""
+def _exit_interrupted(
+    trainer: L.Trainer,
+    interrupt: InterruptCheckpoint,
+    cfg: DictConfig,
+    signals: JobSignals,
+    record: JobRecord,
+) -> None:
+    """A stop during fit: last.ckpt is written; record it, requeue a cluster job or say how to
+    resume, exit 128+SIGTERM."""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = interrupt.saved or (last if last.is_file() else "none")
+    record.interrupt(global_step=trainer.global_step, checkpoint=str(saved))
     if trainer.is_global_zero:
-        saved = interrupt.saved or "none"
+        requeued = " (a requeued job continues from it by itself)" if signals.active else ""
         print(
             f"interrupted at step {trainer.global_step}: saved {saved}; "
-            f"continue with resume={cfg.paths.output_dir}",
+            f"continue with resume={cfg.paths.output_dir}{requeued}",
             flush=True,
         )
+    if signals.active:
+        note = signals.requeue(trainer.is_global_zero)  # submitit's requeue exits in there
+        if note and trainer.is_global_zero:
+            print(note, flush=True)
     sys.exit(128 + signal.SIGTERM)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fcn.classes import VOID_INDEX, class_names
+from fcn.cluster import worker_init
 from fcn.data.synthetic import META_FILE, SYNTHETIC_CLASSES, ensure_synthetic_voc
 from fcn.data.transforms import EvalTransform, TrainTransform
 from fcn.data.voc import VOCSegmentation
@@ -200,6 +201,8 @@ class VOCDataModule(L.LightningDataModule):
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
             "persistent_workers": self.persistent_workers,
+            # workers ignore SIGTERM/SIGUSR*: the main process owns job control (fcn/cluster.py)
+            "worker_init_fn": worker_init if self.num_workers > 0 else None,
         }
         # --- scale-out (fcn/resume.py, fcn/distributed.py) ---
         # Training: a stream that resumes mid-epoch exactly (seeded order and augmentation).

@@ -1,0 +1,1 @@
+"""fcn's Hydra sweeper plugin: hydra-optuna-sweeper whose study continues after a kill."""
