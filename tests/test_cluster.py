@@ -209,7 +209,10 @@ def test_resumable_optuna_uses_optuna_sweeper_impl_attributes():
     _impl.create_params_from_overrides, as its sweep() does."""
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
-    from hydra_plugins.fcn_optuna_sweeper.resumable import ResumableOptunaSweeper
+    from fcn.optuna_sweeper import register_resumable_optuna_sweeper
+
+    register_resumable_optuna_sweeper()
+    from hydra_plugins.fcn_optuna_sweeper import ResumableOptunaSweeper
 
     sweeper = ResumableOptunaSweeper(
         sampler=None,

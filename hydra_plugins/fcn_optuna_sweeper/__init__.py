@@ -1,1 +1,0 @@
-"""fcn's Hydra sweeper plugin: hydra-optuna-sweeper whose study continues after a kill."""
