@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -25,7 +26,6 @@ from fcn.distributed import (
 from fcn.errors import exit_on_user_error
 from fcn.known_warnings import ignore_known_warnings
 from fcn.loggers import log_location, log_run_end
-from fcn.optuna_sweeper import register_resumable_optuna_sweeper
 from fcn.resolvers import register_resolvers
 from fcn.resume import InterruptCheckpoint, RestoreTrainingStream
 from fcn.sweep import JobRecord, last_val_metrics, start_job
@@ -33,7 +33,10 @@ from fcn.sweep import JobRecord, last_val_metrics, start_job
 # The config files use fcn's resolvers (sweep job names, --help) and its resumable Optuna
 # sweeper; dependency warnings that a run cannot act on stay quiet (fcn/known_warnings.py).
 register_resolvers()
-register_resumable_optuna_sweeper()
+with contextlib.suppress(ImportError):  # hydra-optuna-sweeper is an optional package
+    from hydra_plugins.fcn_optuna_sweeper import register
+
+    register()
 ignore_known_warnings()
 
 # Launched DDP ranks run this file too: only rank 0 talks.

@@ -207,12 +207,8 @@ def test_resumable_optuna_uses_optuna_sweeper_impl_attributes():
     """The resumable sweeper adjusts hydra-optuna-sweeper's private OptunaSweeperImpl
     (n_trials, job_idx, storage, study_name, params, sampler) and parses overrides with its
     _impl.create_params_from_overrides, as its sweep() does."""
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-    from fcn.optuna_sweeper import register_resumable_optuna_sweeper
-
-    register_resumable_optuna_sweeper()
     from hydra_plugins.fcn_optuna_sweeper import ResumableOptunaSweeper
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
     sweeper = ResumableOptunaSweeper(
         sampler=None,

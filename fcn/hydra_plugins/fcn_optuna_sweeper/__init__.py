@@ -15,73 +15,51 @@ sweeper:
    with the sampler seeded `seed + <trials so far>` (the same seed would draw the first trials'
    parameters again).
 
-Hydra builds sweepers only from classes named under the `hydra_plugins` namespace (its
-`Plugins._instantiate` refuses any other `_target_`), and that namespace would be a new top-level
-folder of the repository. The class lives here instead and `register_resumable_optuna_sweeper()`
-hands it to Hydra's public `Plugins.register` under the name `hydra_plugins.fcn_optuna_sweeper.
-ResumableOptunaSweeper`, the `_target_` of conf/hparams_search/optuna.yaml. optuna itself is
-imported only in `sweep`.
+Hydra builds sweepers only from classes under the `hydra_plugins` namespace: this package is
+installed as `hydra_plugins.fcn_optuna_sweeper` (pyproject's package-dir) while its source stays
+inside fcn/. An editable install is not scanned by Hydra, so fcn.train also calls `register()`
+(Hydra's public `Plugins.register`). optuna itself is imported only in `sweep`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
+from hydra.core.plugins import Plugins
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
 log = logging.getLogger(__name__)
 
-PLUGIN_MODULE = "hydra_plugins.fcn_optuna_sweeper"
+
+def register() -> None:
+    """Make the sweeper known to Hydra where its plugin scan does not see it (editable install)."""
+    Plugins.instance().register(ResumableOptunaSweeper)
 
 
-def register_resumable_optuna_sweeper() -> None:
-    """Make `hparams_search=optuna`'s sweeper known to Hydra (a no-op without the optional
-    hydra-optuna-sweeper package, whose absence Hydra then reports for the search itself)."""
-    if PLUGIN_MODULE in sys.modules or not importlib.util.find_spec("hydra_plugins"):
-        return
-    if not importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper"):
-        return
-    from hydra.core.plugins import Plugins
+class ResumableOptunaSweeper(OptunaSweeper):
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        self._sampler_config = config.hydra.sweeper.sampler
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
-    sweeper = _resumable_sweeper_class()
-    module = types.ModuleType(PLUGIN_MODULE, "fcn's resumable Optuna sweeper (fcn.optuna_sweeper)")
-    # The name Hydra accepts and looks the class up by (instantiate imports it again by name).
-    sweeper.__module__, sweeper.__qualname__ = module.__name__, sweeper.__name__
-    module.ResumableOptunaSweeper = sweeper
-    sys.modules[PLUGIN_MODULE] = module
-    Plugins.instance().register(sweeper)
-
-
-def _resumable_sweeper_class() -> type:
-    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-
-    class ResumableOptunaSweeper(OptunaSweeper):
-        def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
-            self._sampler_config = config.hydra.sweeper.sampler
-            super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-
-        def sweep(self, arguments: list[str]) -> None:
-            # The plugin's OptunaSweeperImpl keeps its settings as attributes (n_trials,
-            # job_idx, storage, study_name, launcher); they are what this class adjusts.
-            impl = self.sweeper
-            _make_sqlite_folder(impl.storage)
-            study = _load_study(impl.study_name, impl.storage)
-            if study is not None:
-                _finish_interrupted_trials(impl, study, arguments)
-                have = len(study.get_trials(deepcopy=False))
-                log.info(
-                    f"Study {impl.study_name} has {have} trials; running "
-                    f"{max(0, impl.n_trials - have)} more of hydra.sweeper.n_trials={impl.n_trials}"
-                )
-                impl.n_trials = max(0, impl.n_trials - have)
-                impl.job_idx = have
-                _reseed(impl, self._sampler_config, have)
-            return impl.sweep(arguments)
-
-    return ResumableOptunaSweeper
+    def sweep(self, arguments: list[str]) -> None:
+        # The plugin's OptunaSweeperImpl keeps its settings as attributes (n_trials, job_idx,
+        # storage, study_name, launcher); they are what this class adjusts.
+        impl = self.sweeper
+        _make_sqlite_folder(impl.storage)
+        study = _load_study(impl.study_name, impl.storage)
+        if study is not None:
+            _finish_interrupted_trials(impl, study, arguments)
+            have = len(study.get_trials(deepcopy=False))
+            log.info(
+                f"Study {impl.study_name} has {have} trials; running "
+                f"{max(0, impl.n_trials - have)} more of hydra.sweeper.n_trials={impl.n_trials}"
+            )
+            impl.n_trials = max(0, impl.n_trials - have)
+            impl.job_idx = have
+            _reseed(impl, self._sampler_config, have)
+        return impl.sweep(arguments)
 
 
 def _reseed(impl: Any, sampler_config: Any, offset: int) -> None:
