@@ -16,6 +16,8 @@ are measured alternately in the same process, so background load hits both alike
   forward_ratio_vs_seed  our FCN-32s ResNet-18 forward / the seed's nn.Sequential target >= 0.97
   peak_rss_mb            `python -m fcn.train` (defaults, capped), measured from outside
                                                                                  target <= 3000
+  realdata_val_mIoU      experiment=voc_mobilenet_cpu on voc_mini (scripts/bench_realdata.py;
+                         ~12 min, only with --only realdata)  target >= 0.35 within 900 s
 
 --quick shrinks every size and repetition count (numbers are then meaningless; the keys and
 types are the same) so the whole run takes well under a minute.
@@ -669,10 +671,13 @@ TARGETS = {
     # The tree's real footprint: RSS sums count every shared page (torch's libraries, forked
     # copy-on-write memory) once per process.
     "peak_pss_tree_sum_mb": ("<=", 3000.0),
+    "realdata_val_mIoU": (">=", 0.35),
+    "realdata_wall_s": ("<=", 900.0),
 }
 
 
 SECTIONS = ("rss", "framework", "loader", "eval", "forward")
+LONG_SECTIONS = ("realdata",)  # a whole training run: only when named in --only
 
 
 def run(
@@ -711,6 +716,10 @@ def run(
             result.update(bench_eval(s, root, num_classes, work))
         if "forward" in only:
             result.update(bench_forward_vs_seed(s))
+        if "realdata" in only:
+            import bench_realdata  # beside this file
+
+            result.update(bench_realdata.measure(quick, voc_root, work / "realdata"))
     result["load_end"] = loadavg()
     result["total_s"] = time.perf_counter() - started
     result["targets_met"] = {
@@ -735,13 +744,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+        help=f"comma-separated subset of {','.join(SECTIONS + LONG_SECTIONS)} (default: "
+        f"{','.join(SECTIONS)})",
     )
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(only) - set(SECTIONS))
+    unknown = sorted(set(only) - set(SECTIONS + LONG_SECTIONS))
     if unknown:
-        parser.error(f"--only: unknown sections {unknown}; choose from {','.join(SECTIONS)}")
+        choices = ",".join(SECTIONS + LONG_SECTIONS)
+        parser.error(f"--only: unknown sections {unknown}; choose from {choices}")
     sys.path.insert(0, str(REPO_ROOT))  # `python scripts/benchmark.py` without installing
     # Lightning and friends print to stdout; stdout carries only the JSON.
     with contextlib.redirect_stdout(sys.stderr):

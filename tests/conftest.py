@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny generated VOC tree, the real voc_mini subset (when present)."""
+"""Shared fixtures: a tiny generated VOC tree; the real voc_mini subset and ImageNet MobileNetV2
+features (when present)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ from fcn.data import VOCDataModule, generate_synthetic_voc
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real VOC pairs live beside the repo (../shared/data/voc_mini), never inside it.
 VOC_MINI = Path(os.environ.get("FCN_VOC_MINI", REPO_ROOT.parent / "shared" / "data" / "voc_mini"))
+# ImageNet MobileNetV2 features in torchvision's layout (no classifier keys), beside the repo too.
+MOBILENET_V2_FEATURES = Path(
+    os.environ.get(
+        "FCN_MOBILENET_V2_WEIGHTS",
+        REPO_ROOT.parent / "shared" / "weights" / "mobilenet_v2_imagenet_features.pth",
+    )
+)
 
 TINY_NUM_TRAIN, TINY_NUM_VAL, TINY_SIZE = 8, 4, (64, 64)
 
@@ -39,7 +47,15 @@ def tiny_datamodule(tiny_voc: Path) -> VOCDataModule:
 
 @pytest.fixture(scope="session")
 def voc_mini() -> Path:
-    """The real 147 train / 142 val VOC 2012 pairs; skips the test where they are absent."""
+    """The real 295 train / 269 val VOC 2012 pairs; skips the test where they are absent."""
     if not (VOC_MINI / "ImageSets" / "Segmentation" / "train.txt").is_file():
         pytest.skip(f"voc_mini not found at {VOC_MINI} (set FCN_VOC_MINI)")
     return VOC_MINI
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_features() -> Path:
+    """The ImageNet MobileNetV2 features-only state dict; skips the test where it is absent."""
+    if not MOBILENET_V2_FEATURES.is_file():
+        pytest.skip(f"{MOBILENET_V2_FEATURES} not found (set FCN_MOBILENET_V2_WEIGHTS)")
+    return MOBILENET_V2_FEATURES

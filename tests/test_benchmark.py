@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,4 +58,52 @@ def test_quick_benchmark_writes_json(tmp_path: Path) -> None:
     assert set(result["targets_met"]) >= {"framework_ratio", "peak_rss_mb"}
     assert all(isinstance(v, bool) for v in result["targets_met"].values())
     # nothing from the fcn.train run lands in the working directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
+
+
+def _bench_realdata():
+    """scripts/bench_realdata.py as a module (scripts/ is not a package)."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import bench_realdata
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    return bench_realdata
+
+
+def test_realdata_skips_with_a_message_where_files_are_absent(tmp_path: Path) -> None:
+    weights = tmp_path / "no_weights.pth"
+    result = _bench_realdata().measure(False, tmp_path / "no_voc", tmp_path / "run", weights)
+    assert list(result) == ["realdata_skipped"]
+    assert "no_voc" in result["realdata_skipped"] and "no_weights.pth" in result["realdata_skipped"]
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+@pytest.mark.slow  # benchmark.py, then fcn.train on the preset for a few batches: ~15 s
+def test_quick_realdata_runs_the_preset(
+    tmp_path: Path, voc_mini: Path, mobilenet_v2_features: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--quick"),
+            *("--only", "realdata", "--voc-root", str(voc_mini), "--out", str(out)),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "FCN_MOBILENET_V2_WEIGHTS": str(mobilenet_v2_features)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "experiment=voc_mobilenet_cpu" in result["realdata_command"]
+    assert 0.0 <= result["realdata_val_mIoU"] <= 1.0
+    assert result["realdata_test_mIoU"] == pytest.approx(result["realdata_val_mIoU"], abs=1e-4)
+    assert result["realdata_wall_s"] > result["realdata_train_s"] > 0
+    assert result["realdata_train_images_per_s"] > 0
+    (epoch,) = result["realdata_epochs"]  # --quick: one epoch of 2 batches of 2
+    assert epoch["images"] == 4 and epoch["val_s"] > 0 and len(epoch["load"]) == 3
+    assert "background" in result["realdata_per_class_iou"]
+    assert set(result["targets_met"]) == {"realdata_val_mIoU", "realdata_wall_s"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]

@@ -440,7 +440,7 @@ def test_voc_mini_labels_are_raw_indices(voc_mini: Path) -> None:
 def test_voc_mini_datamodule(voc_mini: Path) -> None:
     dm = VOCDataModule(root=str(voc_mini), batch_size=2, num_workers=0)
     dm.setup("fit")
-    assert len(dm.train_dataset) == 147 and len(dm.val_dataset) == 142
+    assert len(dm.train_dataset) == 295 and len(dm.val_dataset) == 269
     assert dm.class_names[15] == "person"
     images, masks = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 320, 480) and masks.shape == (2, 320, 480)

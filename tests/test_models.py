@@ -17,6 +17,8 @@ from fcn.models import BACKBONES, FCN, HEADS, FCNHead, bilinear_kernel, build_mo
 from fcn.models.backbones import VGGBackbone
 
 NUM_CLASSES = 5
+# Models built once and shared by several tests (the others are freed after their first test).
+REUSED = ("resnet18", "vgg16", "mobilenet_v2")
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +52,11 @@ def test_exact_output_shape_every_backbone_and_head(fresh_models, backbone):
         variant = FCN(model.backbone, score, NUM_CLASSES).eval()
         assert _run(variant, 64, 96).shape == (1, NUM_CLASSES, 64, 96), head
         assert _run(variant, 70, 99).shape == (1, NUM_CLASSES, 70, 99), head
-    if backbone not in ("resnet18", "vgg16"):
-        del fresh_models[(backbone, "fcn8s")]  # free memory: only these two are reused
+    if backbone not in REUSED:
+        del fresh_models[(backbone, "fcn8s")]  # free memory: only these are reused
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "vgg16"])
+@pytest.mark.parametrize("backbone", REUSED)
 @pytest.mark.parametrize("size", [(321, 479), (375, 500)])
 def test_exact_output_shape_voc_sizes(fresh_models, backbone, size):
     model = _model(fresh_models, backbone, "fcn8s")
@@ -282,24 +284,42 @@ def test_unreadable_weights_file_is_a_checkpoint_error(tmp_path):
         build_model("resnet18", "fcn32s", NUM_CLASSES, weights_path=path)
 
 
-def test_pretrained_offline_says_how_to_pass_weights_path(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("backbone", "filename"),
+    [("resnet18", "resnet18-f37072fd.pth"), ("mobilenet_v2", "mobilenet_v2-b0353104.pth")],
+)
+def test_pretrained_offline_says_how_to_pass_weights_path(
+    tmp_path, monkeypatch, backbone, filename
+):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     with pytest.raises(CheckpointError) as info:
-        build_model("resnet18", "fcn32s", NUM_CLASSES, pretrained=True)
+        build_model(backbone, "fcn32s", NUM_CLASSES, pretrained=True)
     message = str(info.value)
-    assert "backbone.weights_path=" in message and "resnet18-f37072fd.pth" in message
+    assert "backbone.weights_path=" in message and filename in message
+    assert f"backbone.name={backbone}" in message
     assert str(tmp_path) in message  # names the hub cache dir to copy the file into
     assert "\n" not in message
     assert not isinstance(info.value, urllib.error.URLError)
 
 
-def test_pretrained_loads_from_hub(monkeypatch):
+@pytest.mark.parametrize(
+    ("backbone", "weights", "first_key"),
+    [
+        ("resnet18", torchvision.models.ResNet18_Weights.IMAGENET1K_V1, "conv1.weight"),
+        (
+            "mobilenet_v2",
+            torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1,
+            "features.0.0.weight",
+        ),
+    ],
+)
+def test_pretrained_loads_from_hub(monkeypatch, backbone, weights, first_key):
     torch.manual_seed(3)
-    reference = torchvision.models.resnet18(weights=None).state_dict()
+    reference = getattr(torchvision.models, backbone)(weights=None).state_dict()
     urls = []
 
     def cached(url, *args, **kwargs):
@@ -307,9 +327,68 @@ def test_pretrained_loads_from_hub(monkeypatch):
         return reference
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", cached)
-    model = build_model("resnet18", "fcn32s", NUM_CLASSES, pretrained=True)
-    assert urls == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url]
-    assert torch.equal(model.backbone.body.conv1.weight, reference["conv1.weight"])
+    model = build_model(backbone, "fcn32s", NUM_CLASSES, pretrained=True)
+    assert urls == [weights.url]
+    assert torch.equal(model.backbone.body.state_dict()[first_key], reference[first_key])
+
+
+# ---------------------------------------------------------------- features-only weights
+
+
+def _features_only(net: nn.Module, classifier: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in net.state_dict().items() if not k.startswith(f"{classifier}.")}
+
+
+@pytest.mark.parametrize(
+    ("backbone", "classifier"), [("resnet18", "fc"), ("mobilenet_v2", "classifier")]
+)
+def test_features_only_state_dict_loads(tmp_path, backbone, classifier):
+    torch.manual_seed(4)
+    state = _features_only(getattr(torchvision.models, backbone)(weights=None), classifier)
+    path = tmp_path / f"{backbone}_features.pth"
+    torch.save(state, path)
+    body = build_model(backbone, "fcn8s", NUM_CLASSES, weights_path=path).backbone.body.state_dict()
+    assert body.keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in body.items())
+
+
+def test_imagenet_mobilenet_v2_features_file_loads(mobilenet_v2_features):
+    state = torch.load(mobilenet_v2_features, map_location="cpu", weights_only=True)
+    model = build_model("mobilenet_v2", "fcn8s", 21, weights_path=mobilenet_v2_features)
+    body = model.backbone.body.state_dict()
+    assert body.keys() == state.keys() and all(torch.equal(v, state[k]) for k, v in body.items())
+
+
+def _wrong_shape(state: dict) -> dict:
+    state = dict(state)
+    state["features.3.conv.2.weight"] = state["features.3.conv.2.weight"][:1]
+    return state
+
+
+def _one_missing(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k != "features.5.conv.0.1.running_var"}
+
+
+def _one_extra(state: dict) -> dict:
+    return {**state, "features.19.weight": torch.zeros(3)}
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (_wrong_shape, "features.3.conv.2.weight"),
+        (_one_missing, "features.5.conv.0.1.running_var"),
+        (_one_extra, "features.19.weight"),
+    ],
+)
+def test_other_mismatch_of_features_only_dict_is_refused(tmp_path, change, key):
+    torch.manual_seed(5)
+    state = _features_only(torchvision.models.mobilenet_v2(weights=None), "classifier")
+    path = tmp_path / "mobilenet_v2_features.pth"
+    torch.save(change(state), path)
+    with pytest.raises(CheckpointError, match="mobilenet_v2_features.pth.*mobilenet_v2") as info:
+        build_model("mobilenet_v2", "fcn8s", NUM_CLASSES, weights_path=path)
+    assert key in str(info.value) and "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------- config errors

@@ -81,6 +81,14 @@ def test_experiment_presets_carry_their_recipes(tmp_path):
     assert seed.scheduler.name == "step" and list(seed.scheduler.milestones) == [50]
     paper = compose_train(["experiment=paper_fcn8s_vgg16"], tmp_path)
     assert paper.data.train_split == "train_aug" and paper.head.learn_upsampling is False
+    cpu = compose_train(["experiment=voc_mobilenet_cpu"], tmp_path)
+    assert (cpu.head.name, cpu.backbone.name, cpu.backbone.pretrained) == (
+        "fcn8s",
+        "mobilenet_v2",
+        True,
+    )
+    assert (cpu.optimizer.name, cpu.optimizer.backbone_lr_mult) == ("adamw", 0.1)
+    assert cpu.trainer.max_epochs % cpu.trainer.check_val_every_n_epoch == 0  # last epoch validates
 
 
 def test_fast_dev_run(tmp_path, data_dir):

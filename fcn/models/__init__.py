@@ -25,8 +25,9 @@ def build_model(
     """Build an FCN: torchvision `backbone` (BACKBONES) + score `head` (HEADS).
 
     pretrained=True loads torchvision's ImageNet weights through the torch hub cache;
-    weights_path loads a local torchvision state dict of the full classification model
-    (e.g. `torchvision.models.resnet18().state_dict()`) and wins when both are given.
+    weights_path loads a local torchvision state dict of the classification model (e.g.
+    `torchvision.models.resnet18().state_dict()`), whole or without the classifier's keys
+    (features only), and wins when both are given.
     learn_upsampling=False keeps the transposed convs frozen at bilinear interpolation.
     """
     if backbone not in BACKBONES:

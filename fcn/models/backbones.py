@@ -10,6 +10,7 @@ import os
 import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -18,25 +19,73 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from fcn.errors import CheckpointError
 
-# name -> (torchvision constructor, ImageNet weights enum member, stride-8/16/32 channels)
-_SPECS: dict[str, tuple[Callable[..., nn.Module], models.WeightsEnum, tuple[int, int, int]]] = {
-    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, (128, 256, 512)),
-    "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1, (128, 256, 512)),
-    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1, (512, 1024, 2048)),
-    "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1, (512, 1024, 2048)),
-    "vgg16": (models.vgg16, models.VGG16_Weights.IMAGENET1K_V1, (256, 512, 4096)),
+
+class _Spec(NamedTuple):
+    """How to cut one torchvision classifier into a stride-8/16/32 feature extractor."""
+
+    ctor: Callable[..., nn.Module]
+    weights: models.WeightsEnum  # ImageNet weights for backbone.pretrained=true
+    channels: tuple[int, int, int]  # stride-8/16/32 channels
+    # torchvision node -> feature name (None: VGGBackbone cuts the net itself)
+    taps: dict[str, str] | None
+    classifier: str  # the classification layers' key prefix: a features-only dict lacks them
+
+
+_RESNET_TAPS = {"layer2": "stride8", "layer3": "stride16", "layer4": "stride32"}
+# torchvision's `features` blocks ending at stride 8 / 16 / 32 (checked by running shapes);
+# stride 32 is the last block (MobileNetV2: the 1x1 conv to 1280 channels).
+_MOBILENET_V2_TAPS = {"features.6": "stride8", "features.13": "stride16", "features.18": "stride32"}
+_MOBILENET_V3_TAPS = {"features.6": "stride8", "features.12": "stride16", "features.16": "stride32"}
+
+_SPECS: dict[str, _Spec] = {
+    "resnet18": _Spec(
+        models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, (128, 256, 512), _RESNET_TAPS, "fc"
+    ),
+    "resnet34": _Spec(
+        models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1, (128, 256, 512), _RESNET_TAPS, "fc"
+    ),
+    "resnet50": _Spec(
+        models.resnet50,
+        models.ResNet50_Weights.IMAGENET1K_V1,
+        (512, 1024, 2048),
+        _RESNET_TAPS,
+        "fc",
+    ),
+    "resnet101": _Spec(
+        models.resnet101,
+        models.ResNet101_Weights.IMAGENET1K_V1,
+        (512, 1024, 2048),
+        _RESNET_TAPS,
+        "fc",
+    ),
+    "vgg16": _Spec(
+        models.vgg16, models.VGG16_Weights.IMAGENET1K_V1, (256, 512, 4096), None, "classifier"
+    ),
+    "mobilenet_v2": _Spec(
+        models.mobilenet_v2,
+        models.MobileNet_V2_Weights.IMAGENET1K_V1,
+        (32, 96, 1280),
+        _MOBILENET_V2_TAPS,
+        "classifier",
+    ),
+    "mobilenet_v3_large": _Spec(
+        models.mobilenet_v3_large,
+        models.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+        (40, 112, 960),
+        _MOBILENET_V3_TAPS,
+        "classifier",
+    ),
 }
 BACKBONES = tuple(_SPECS)
 
-_RESNET_NODES = {"layer2": "stride8", "layer3": "stride16", "layer4": "stride32"}
 
+class TappedBackbone(nn.Module):
+    """A torchvision classifier cut after its stride-32 block (no pooling/classifier), returning
+    the outputs of the `taps` nodes; `body` keeps torchvision's key names."""
 
-class ResNetBackbone(nn.Module):
-    """A torchvision ResNet up to layer4 (no avgpool/fc); `body` keeps torchvision's key names."""
-
-    def __init__(self, net: nn.Module, channels: tuple[int, int, int]) -> None:
+    def __init__(self, net: nn.Module, taps: dict[str, str], channels: tuple[int, int, int]):
         super().__init__()
-        self.body = create_feature_extractor(net, return_nodes=_RESNET_NODES)
+        self.body = create_feature_extractor(net, return_nodes=taps)
         self.channels = channels
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
@@ -98,10 +147,17 @@ def _read_state_dict(path: str, name: str) -> Mapping[str, Tensor]:
     return state
 
 
-def _load_into(net: nn.Module, state: Mapping[str, Tensor], name: str, source: str) -> None:
-    """Strictly load `state` into the full torchvision model, naming what does not match."""
+def _load_into(
+    net: nn.Module, state: Mapping[str, Tensor], name: str, classifier: str, source: str
+) -> None:
+    """Load `state` into the full torchvision model; refuse any mismatch in one line.
+
+    The classifier's keys (`<classifier>.*`) may be missing, and nothing else: a features-only
+    dict. They are unused by the FCN, except for vgg16, whose fc6/fc7 then keep torchvision's
+    fresh initialisation.
+    """
     own = net.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not k.startswith(f"{classifier}.")]
     unexpected = [k for k in state if k not in own]
     bad_shape = [
         k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != own[k].shape
@@ -109,11 +165,11 @@ def _load_into(net: nn.Module, state: Mapping[str, Tensor], name: str, source: s
     if missing or unexpected or bad_shape:
         example = (missing or unexpected or bad_shape)[0]
         raise CheckpointError(
-            f"{source} does not match backbone {name}: expected a torchvision {name} state dict "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(bad_shape)} wrong-shape "
-            f"keys, e.g. {example!r})"
+            f"{source} does not match backbone {name}: expected a torchvision {name} state dict, "
+            f"full or without its {classifier}.* keys ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(bad_shape)} wrong-shape keys, e.g. {example!r})"
         )
-    net.load_state_dict(state)
+    net.load_state_dict(state, strict=False)
 
 
 def _download_state_dict(name: str, weights: models.WeightsEnum) -> Mapping[str, Tensor]:
@@ -138,15 +194,15 @@ def build_backbone(
 
     Raises KeyError for an unknown name (build_model turns it into a ConfigError).
     """
-    ctor, weights, channels = _SPECS[name]
-    net = ctor(weights=None)
+    spec = _SPECS[name]
+    net = spec.ctor(weights=None)
     if weights_path is not None:
         path = os.fspath(weights_path)
         state = _read_state_dict(path, name)
-        _load_into(net, state, name, f"backbone.weights_path={path}")
+        _load_into(net, state, name, spec.classifier, f"backbone.weights_path={path}")
     elif pretrained:
-        state = _download_state_dict(name, weights)
-        _load_into(net, state, name, f"downloaded {weights}")
-    if name == "vgg16":
+        state = _download_state_dict(name, spec.weights)
+        _load_into(net, state, name, spec.classifier, f"downloaded {spec.weights}")
+    if spec.taps is None:
         return VGGBackbone(net)
-    return ResNetBackbone(net, channels)
+    return TappedBackbone(net, spec.taps, spec.channels)
