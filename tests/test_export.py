@@ -52,7 +52,7 @@ def test_onnx_carries_class_names(ckpt, tmp_path):
 
 
 def test_bad_export_requests(ckpt, tmp_path):
-    with pytest.raises(ConfigError, match="format='tflite' is not one of onnx, torchscript"):
+    with pytest.raises(ConfigError, match="format='tflite' is not one of exported_program, onnx, torchscript"):
         export(export_cfg(ckpt, tmp_path, "format=tflite"))
     with pytest.raises(CheckpointError, match="no such file"):
         export(export_cfg(tmp_path / "none.ckpt", tmp_path))
