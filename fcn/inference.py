@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fcn.checkpoints import load_checkpoint
+from fcn.data.transforms import normalize_image
 from fcn.errors import CheckpointError, ConfigError, FCNError
+from fcn.metrics import argmax_classes
 
 MODES = ("whole", "slide")
 # Smallest input side the FCN accepts; smaller images/windows are padded up to it.
@@ -109,6 +111,14 @@ def predict_logits(model: Network, images: Tensor, options: InferenceOptions) ->
             count += 1
     assert total is not None
     return total / count if count > 1 else total
+
+
+@torch.no_grad()
+def predict_masks(model: Network, images: Tensor, options: InferenceOptions) -> Tensor:
+    """`N x 3 x H x W` uint8 RGB images -> `N x H x W` uint8 class indices on the CPU: what
+    fcn-predict writes and `load_segmenter(...).predict` returns."""
+    logits = predict_logits(model, normalize_image(images), options)
+    return argmax_classes(logits).to(torch.uint8).cpu()
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fcn.backends import configured_model, load_model
-from fcn.data.transforms import normalize_image
 from fcn.errors import ConfigError, DataError, exit_on_user_error
 from fcn.images import (  # noqa: F401  (list_inputs, read_rgb, ...: this module's old API)
     IMAGE_SUFFIXES,
@@ -36,8 +35,7 @@ from fcn.images import (  # noqa: F401  (list_inputs, read_rgb, ...: this module
     read_rgb,
     save_mask,
 )
-from fcn.inference import InferenceOptions, predict_logits
-from fcn.metrics import argmax_classes
+from fcn.inference import InferenceOptions, predict_masks
 
 # Written files waiting in the writer thread's queue before prediction waits for them.
 MAX_PENDING_WRITES = 16
@@ -140,7 +138,8 @@ def predict(cfg: DictConfig) -> list[Path]:
             # A header that disagreed with the decoded size: those images one at a time.
             same = len({tuple(image.shape) for _, image in items}) == 1
             for group in [items] if same else [[item] for item in items]:
-                masks = _predict_masks(loaded.network, group, options, device)
+                images = torch.stack([image for _, image in group]).to(device, non_blocking=True)
+                masks = predict_masks(loaded.network, images, options)
                 for (index, image), mask in zip(group, masks, strict=True):
                     mask_path, overlay_path = output_paths(inputs[index], output_dir)
                     job = (image, mask, mask_path, overlay_path, alpha, colours)
@@ -170,18 +169,6 @@ def describe(options: InferenceOptions) -> str:
     if options.scales != (1.0,):
         text += f", scales {list(options.scales)}"
     return text
-
-
-def _predict_masks(
-    network: torch.nn.Module,
-    items: list[tuple[int, torch.Tensor]],
-    options: InferenceOptions,
-    device: torch.device,
-) -> torch.Tensor:
-    """N x H x W uint8 class indices (on the CPU) for same-sized uint8 images."""
-    images = torch.stack([image for _, image in items])
-    batch = normalize_image(images.to(device, non_blocking=True))
-    return argmax_classes(predict_logits(network, batch, options)).to(torch.uint8).cpu()
 
 
 def _write(
