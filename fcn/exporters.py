@@ -94,7 +94,8 @@ def onnx_program(program: torch.export.ExportedProgram, metadata: dict[str, str]
 def save_onnx(
     program: torch.export.ExportedProgram, path: Path, metadata: dict[str, str], opset: int
 ) -> None:
-    onnx_program(program, metadata, opset).save(str(path))
+    # One self-contained file (protobuf's 2 GB limit is far above every FCN here).
+    onnx_program(program, metadata, opset).save(str(path), external_data=False)
 
 
 def save_torchscript(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
@@ -109,12 +110,10 @@ def save_torchscript(model: nn.Module, path: Path, metadata: dict[str, str]) -> 
 
 @contextlib.contextmanager
 def _written_in_place(path: Path) -> Iterator[Path]:
-    """A temporary name beside `path`, renamed to `path` on success and removed on failure
-    (the ONNX writer may add an external-data file named after it: removed too)."""
+    """A temporary name beside `path`, renamed to `path` on success and removed on failure."""
     tmp = path.with_name(f".{path.name}.part{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
-            leftover.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)

@@ -160,7 +160,7 @@ def predict(cfg: DictConfig) -> list[Path]:
 
 
 def describe(options: InferenceOptions) -> str:
-    """e.g. `slide 512x512/341, flip, scales [0.75, 1.0]`."""
+    """e.g. `slide 512x512/341x341, flip, scales [0.75, 1.0]`."""
     text = options.mode
     if options.mode == "slide":
         text += f" {options.window[0]}x{options.window[1]}/{options.stride[0]}x{options.stride[1]}"

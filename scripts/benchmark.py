@@ -16,6 +16,8 @@ are measured alternately in the same process, so background load hits both alike
   forward_ratio_vs_seed  our FCN-32s ResNet-18 forward / the seed's nn.Sequential target >= 0.97
   peak_rss_mb            `python -m fcn.train` (defaults, capped), measured from outside
                                                                                  target <= 3000
+  predict_images_per_s_torch / _onnx, predict_to_forward_ratio: fcn-predict end to end /
+                         bare forward (scripts/bench_predict.py)                 target >= 0.85
 
 --quick shrinks every size and repetition count (numbers are then meaningless; the keys and
 types are the same) so the whole run takes well under a minute.
@@ -669,10 +671,11 @@ TARGETS = {
     # The tree's real footprint: RSS sums count every shared page (torch's libraries, forked
     # copy-on-write memory) once per process.
     "peak_pss_tree_sum_mb": ("<=", 3000.0),
+    "predict_to_forward_ratio": (">=", 0.85),
 }
 
 
-SECTIONS = ("rss", "framework", "loader", "eval", "forward")
+SECTIONS = ("rss", "framework", "loader", "eval", "forward", "predict")
 
 
 def run(
@@ -697,7 +700,7 @@ def run(
             result.update(bench_peak_rss(s, work))
         if "framework" in only:
             result.update(bench_framework(s, work))
-        if "loader" in only or "eval" in only:
+        if {"loader", "eval", "predict"} & set(only):
             root, num_classes, source = voc_tree(voc_root, work)
             result["data_source"] = source
         if "loader" in only:
@@ -711,6 +714,10 @@ def run(
             result.update(bench_eval(s, root, num_classes, work))
         if "forward" in only:
             result.update(bench_forward_vs_seed(s))
+        if "predict" in only:
+            from bench_predict import bench_predict  # scripts/ is on sys.path as the script's dir
+
+            result.update(bench_predict(quick, root, num_classes, work))
     result["load_end"] = loadavg()
     result["total_s"] = time.perf_counter() - started
     result["targets_met"] = {

@@ -283,15 +283,18 @@ def test_cli_missing_checkpoint_exits_nonzero_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_eval_with_the_onnx_backend_scores_like_pytorch(ckpt, tiny_voc, tmp_path_factory, tmp_path):
+def test_eval_with_exported_backends_scores_like_pytorch(
+    ckpt, tiny_voc, tmp_path_factory, tmp_path
+):
     from test_export import exported_model
 
-    onnx, _ = exported_model(tmp_path_factory, ckpt, tiny_voc, "onnx")
     options = ("eval.flip=true", "eval.scales=[0.75,1.0]")
     ref = evaluate(eval_cfg(ckpt, tiny_voc, tmp_path / "torch", *options))
-    cfg = eval_cfg(None, tiny_voc, tmp_path / "onnx", "backend=onnx", f"model={onnx}", *options)
-    got = evaluate(cfg)
-    assert (got["backend"], got["model"]) == ("onnx", str(onnx))
-    assert got["num_images"] == ref["num_images"] == 4
-    for key in ("pixel_acc", "mean_acc", "mIoU", "fwIoU"):
-        assert got[key] == pytest.approx(ref[key], abs=1e-4), key
+    for fmt in ("onnx", "exported_program"):
+        path, _ = exported_model(tmp_path_factory, ckpt, tiny_voc, fmt)
+        cfg = eval_cfg(None, tiny_voc, tmp_path / fmt, f"backend={fmt}", f"model={path}", *options)
+        got = evaluate(cfg)
+        assert (got["backend"], got["model"]) == (fmt, str(path))
+        assert got["num_images"] == ref["num_images"] == 4
+        for key in ("pixel_acc", "mean_acc", "mIoU", "fwIoU"):
+            assert got[key] == pytest.approx(ref[key], abs=1e-4), (fmt, key)
