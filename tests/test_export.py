@@ -7,8 +7,10 @@ import contextlib
 import copy
 import io
 import json
+import os
 import re
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -75,13 +77,13 @@ def verify_cfg(ckpt: Path, root: Path, out: Path, *overrides: str):
     )
 
 
-def random_head(backbone: str, head: str, num_classes: int = 5) -> torch.nn.Module:
-    """An FCN whose head weights are all random: a fresh head starts with zero skip scores
-    and bilinear upsamplers, which would leave the 16s/8s skip paths untested."""
+def random_head(backbone: str, head: str, std: float = 0.05) -> torch.nn.Module:
+    """An FCN (5 classes) whose head weights are all random: a fresh head starts with zero
+    skip scores and bilinear upsamplers, which would leave the 16s/8s skip paths untested."""
     torch.manual_seed(0)
-    model = build_model(backbone, head, num_classes).eval()
+    model = build_model(backbone, head, 5).eval()
     for p in model.head.parameters():
-        p.data.normal_(0, 0.05)
+        p.data.normal_(0, std)
     return model
 
 
@@ -91,11 +93,14 @@ def check_every_size(model: torch.nn.Module, networks: dict, sizes=SIZES) -> Non
         images = torch.randn(1 if h * w > 100_000 else 2, 3, h, w, generator=generator)
         with torch.no_grad():
             expected = model(images)
-        assert expected.abs().max() > 0.1, "logits too small to compare"
+        assert expected.abs().max() > 0.5, "logits too small for atol=1e-4 to mean much"
+        # float32 rounding grows with the logits: 1e-4 of their scale (absolute below 1).
+        tolerance = 1e-4 * max(1.0, float(expected.abs().max()))
         for name, network in networks.items():
             got = network(images)
             assert got.shape == expected.shape, (name, h, w)
-            torch.testing.assert_close(got, expected, rtol=0, atol=1e-4, msg=f"{name} {h}x{w}")
+            diff = float((got - expected).abs().max())
+            assert diff <= tolerance, f"{name} {h}x{w}: |difference| {diff:.1e} > {tolerance:.1e}"
 
 
 def export_and_compare(model: torch.nn.Module, folder: Path) -> None:
@@ -119,8 +124,12 @@ def test_resnet18_exports_match_pytorch_at_three_sizes(head, tmp_path):
 
 @pytest.mark.slow  # VGG-16's fc6 alone is 102M parameters: ~540 MB per file, ~15 s per head
 def test_vgg16_exports_match_pytorch_at_three_sizes(tmp_path):
-    for head in ("fcn32s", "fcn16s", "fcn8s"):
-        export_and_compare(random_head("vgg16", head), tmp_path)
+    # The 540 MB files go to memory-backed /dev/shm where there is one (removed after each).
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if os.access(shm, os.W_OK) else tmp_path) as tmp:
+        for head in ("fcn32s", "fcn16s", "fcn8s"):
+            # VGG's untrained features are small: larger head weights give logits of order 1.
+            export_and_compare(random_head("vgg16", head, std=1.0), Path(tmp))
 
 
 def test_capture_uses_backed_size_oblivious():
