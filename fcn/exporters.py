@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -70,7 +71,7 @@ def onnx_program(program: torch.export.ExportedProgram, metadata: dict[str, str]
     width], output `logits` [batch, C, height, width], `metadata` as metadata_props."""
     import onnx_ir as ir
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's notes on opset conversion etc.
         onnx = torch.onnx.export(
             program,
@@ -106,6 +107,21 @@ def save_torchscript(model: nn.Module, path: Path, metadata: dict[str, str]) -> 
         # FCN's forward takes its always-pad path under tracing, so no size is frozen in.
         traced = torch.jit.trace(model, torch.randn(*EXAMPLE_SHAPE), check_trace=False)
         torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """INFO notes of the ONNX passes (e.g. "Replaced initializer ...") off while converting:
+    under Hydra's logging they would land among fcn-export's own lines."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -288,7 +288,7 @@ def test_eval_with_exported_backends_scores_like_pytorch(
 ):
     from test_export import exported_model
 
-    options = ("eval.flip=true", "eval.scales=[0.75,1.0]")
+    options = ("eval.flip=true",)
     ref = evaluate(eval_cfg(ckpt, tiny_voc, tmp_path / "torch", *options))
     for fmt in ("onnx", "exported_program"):
         path, _ = exported_model(tmp_path_factory, ckpt, tiny_voc, fmt)
