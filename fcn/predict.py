@@ -26,8 +26,7 @@ from tqdm import tqdm
 
 from fcn.backends import configured_model, load_model
 from fcn.errors import ConfigError, DataError, exit_on_user_error
-from fcn.images import (  # noqa: F401  (list_inputs, read_rgb, ...: this module's old API)
-    IMAGE_SUFFIXES,
+from fcn.images import (
     check_image,
     list_inputs,
     output_paths,
