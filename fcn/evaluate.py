@@ -1,4 +1,5 @@
-"""`python -m fcn.evaluate ckpt_path=FILE [data=...] [split=val] [eval.mode=slide ...]`.
+"""`python -m fcn.evaluate ckpt_path=FILE [data=...] [split=val] [eval.mode=slide ...]`, or
+`python -m fcn.evaluate backend=onnx|exported_program|torch model=FILE ...` for an export.
 
 Scores a checkpoint on one split, each image whole at its own size (batch of 1, so no
 padding from other images reaches its logits), with the same confusion-matrix metrics as
@@ -20,8 +21,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fcn.backends import configured_model, load_model
 from fcn.errors import ConfigError, exit_on_user_error
-from fcn.inference import InferenceOptions, load_segmentation_module, predict_logits
+from fcn.inference import InferenceOptions, predict_logits
 from fcn.known_warnings import ignore_known_warnings
 from fcn.metrics import SegmentationMetrics, argmax_classes
 from fcn.resolvers import register_resolvers
@@ -82,14 +84,15 @@ class Evaluator(L.LightningModule):
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.ckpt_path` on `cfg.split` of `cfg.data`; returns the metrics.json dict."""
     options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
-    module = load_segmentation_module(cfg.get("ckpt_path"))
-    num_classes = int(module.hparams.num_classes)
+    model_file, backend, key = configured_model(cfg)
+    loaded = load_model(model_file, backend, "cpu", key)  # the Trainer moves it
+    num_classes = loaded.info.num_classes
 
     # Batches of one: whole images at their own size, no padding from a batch-mate.
     datamodule = instantiate(cfg.data, test_split=cfg.split, val_batch_size=1)
     if datamodule.num_classes != num_classes:
         raise ConfigError(
-            f"data.num_classes={datamodule.num_classes} but ckpt_path={cfg.ckpt_path} predicts "
+            f"data.num_classes={datamodule.num_classes} but model={loaded.path} predicts "
             f"{num_classes} classes: evaluate on data with {num_classes} classes "
             f"(data.num_classes={num_classes}) or use that data's checkpoint"
         )
@@ -98,7 +101,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     figure = bool(cfg.eval.get("save_figure", False))
     evaluator = Evaluator(
-        module.model,
+        loaded.network,
         num_classes,
         options,
         num_figure_images=int(cfg.eval.get("num_figure_images", 8)) if figure else 0,
@@ -114,7 +117,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     names = list(datamodule.class_names)
     result = metrics_dict(evaluator.scores, names, evaluator.num_images)
-    result.update(ckpt_path=str(cfg.ckpt_path), split=cfg.split, eval=_plain(cfg.eval))
+    result.update(
+        model=str(loaded.path),
+        backend=backend,
+        ckpt_path=cfg.get("ckpt_path"),
+        split=cfg.split,
+        eval=_plain(cfg.eval),
+    )
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         print(format_table(evaluator.scores, names))

@@ -1,113 +1,62 @@
-"""`python -m fcn.export ckpt_path=FILE format=onnx|torchscript [output=FILE]`.
+"""`python -m fcn.export ckpt_path=FILE [format=exported_program|onnx|torchscript] [output=FILE]
+[verify_split=val data=voc data.root=DIR]`.
 
-The exported graph maps `N x 3 x H x W` ImageNet-normalised float images to `N x C x H x W`
-logits for any H, W >= 32 (batch, height and width are dynamic). After writing it, the
-export is run at two input sizes and compared with the PyTorch model (max abs logit
-difference <= `tolerance`), with onnxruntime for ONNX.
+The export maps `N x 3 x H x W` ImageNet-normalised float images to `N x C x H x W` logits
+for any H, W (batch, height and width are dynamic) and carries the model's metadata
+(fcn.modelinfo). After writing it, its logits are compared with PyTorch's at `check_sizes`;
+with `verify_split`, both models also predict every image of that split with the `eval`
+options and the export fails (exit 2, both numbers shown) when mIoU or the masks differ.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from fcn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from fcn.errors import ConfigError, FCNError, exit_on_user_error
-from fcn.inference import load_segmentation_module
+from fcn.backends import load_model
+from fcn.errors import ConfigError, exit_on_user_error
+from fcn.exporters import FORMATS, write_export
+from fcn.inference import InferenceOptions, load_segmentation_module
 from fcn.known_warnings import ignore_known_warnings
+from fcn.modelinfo import ModelInfo
 from fcn.resolvers import register_resolvers
+from fcn.verify import ExportError, check_comparison, compare_on_split
 
 # The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
 # run cannot act on stay quiet (fcn/known_warnings.py).
 register_resolvers()
 ignore_known_warnings()
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+__all__ = ["ExportError", "check_parity", "export", "load_exported"]
 
 
-class ExportError(FCNError):
-    """The exported model does not reproduce the PyTorch model."""
-
-
-def export_model(
-    model: nn.Module,
-    fmt: str,
-    path: Path,
-    metadata: dict[str, str] | None = None,
-    opset: int = 17,
-    example_size: Sequence[int] = (64, 64),
-) -> Path:
-    """Write `model` (eval mode, CPU) as ONNX or TorchScript with dynamic N, H, W."""
-    model = model.eval().cpu()
-    example = torch.randn(1, 3, *example_size)
-    metadata = metadata or {}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about the (size-agnostic) pad/crop
-        if fmt == "torchscript":
-            traced = torch.jit.trace(model, example, check_trace=False)  # see check_parity
-            torch.jit.save(traced, str(path), _extra_files={"fcn.json": json.dumps(metadata)})
-        elif fmt == "onnx":
-            # The TorchScript-based exporter: FCN's forward takes its always-pad path under
-            # tracing, so the padding amount stays symbolic in H and W.
-            axes = {0: "batch", 2: "height", 3: "width"}
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=False,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": axes, "logits": axes},
-                opset_version=opset,
-            )
-            _add_onnx_metadata(path, metadata)
-        else:
-            raise ConfigError(f"format={fmt!r} is not one of {', '.join(FORMATS)}")
-    return path
-
-
-def _add_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
-
-
-def run_exported(path: Path, fmt: str, images: torch.Tensor) -> torch.Tensor:
-    """Logits of the exported model at `path` (onnxruntime on CPU for ONNX)."""
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        (out,) = session.run(["logits"], {"images": images.numpy()})
-        return torch.from_numpy(np.asarray(out))
-    with torch.no_grad():
-        return torch.jit.load(str(path), map_location="cpu")(images)
+def load_exported(path: Path, fmt: str) -> nn.Module:
+    """The network in an exported file, on the CPU."""
+    if fmt == "torchscript":
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    return load_model(path, backend=fmt).network
 
 
 def check_parity(
     model: nn.Module, path: Path, fmt: str, sizes: Sequence[Sequence[int]], seed: int = 0
 ) -> list[float]:
-    """Max abs logit difference between PyTorch and the export, one per `[H, W]` in sizes."""
+    """Max abs logit difference between PyTorch and the export, one per `[H, W]` in sizes
+    (a batch of 2 random images each)."""
     model = model.eval().cpu()
+    exported = load_exported(path, fmt)
     generator = torch.Generator().manual_seed(seed)
     diffs = []
     for h, w in sizes:
         images = torch.randn(2, 3, int(h), int(w), generator=generator)
         with torch.no_grad():
             expected = model(images)
-        got = run_exported(path, fmt, images)
+            got = exported(images)
         if got.shape != expected.shape:
             raise ExportError(
                 f"{path}: exported model gave {tuple(got.shape)} at input {h}x{w}, "
@@ -121,10 +70,16 @@ def export(cfg: DictConfig) -> Path:
     """Export `cfg.ckpt_path` as `cfg.format`; returns the written file."""
     fmt = str(cfg.get("format"))
     if fmt not in FORMATS:
-        raise ConfigError(f"format={fmt!r} is not one of {', '.join(FORMATS)}: e.g. format=onnx")
+        raise ConfigError(
+            f"format={fmt!r} is not one of {', '.join(FORMATS)}: e.g. format=exported_program"
+        )
     sizes = [list(s) for s in cfg.get("check_sizes") or []]
     if any(len(s) != 2 or min(s) < 32 for s in sizes):
         raise ConfigError(f"check_sizes must be [height, width] pairs >= 32, got {sizes}")
+    split = cfg.get("verify_split")
+    if split and fmt == "torchscript":
+        raise ConfigError("verify_split works for format=exported_program or onnx, not torchscript")
+    options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
     module = load_segmentation_module(cfg.get("ckpt_path"))
     default = Path(cfg.paths.output_dir) / f"model{FORMATS[fmt]}"
     path = Path(cfg.get("output") or default).expanduser()
@@ -132,17 +87,10 @@ def export(cfg: DictConfig) -> Path:
         raise ConfigError(f"output={path} already exists: choose another output or overwrite=true")
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    metadata = {
-        "backbone": str(module.hparams.backbone),
-        "head": str(module.hparams.head),
-        "num_classes": str(module.hparams.num_classes),
-        "class_names": json.dumps(list(module.class_names)),
-        "input": "images: N x 3 x H x W float32, RGB / 255, normalised by mean and std, H, W >= 32",
-        "mean": json.dumps(IMAGENET_MEAN),
-        "std": json.dumps(IMAGENET_STD),
-        "output": "logits: N x num_classes x H x W",
-    }
-    export_model(module.model, fmt, path, metadata, opset=int(cfg.get("opset", 17)))
+    info = ModelInfo.from_module(module, module.checkpoint_hyper_parameters)
+    write_export(module.model, fmt, path, info.to_metadata(fmt), opset=int(cfg.get("opset", 18)))
+    if fmt == "torchscript":
+        print("note: format=torchscript is deprecated (as torch.jit is): prefer exported_program")
     tolerance = float(cfg.get("tolerance", 1e-4))
     diffs = check_parity(module.model, path, fmt, sizes)
     for (h, w), diff in zip(sizes, diffs, strict=True):
@@ -154,13 +102,52 @@ def export(cfg: DictConfig) -> Path:
             f"{path}: exported {fmt} model differs from PyTorch by {diff:.2e} at {h}x{w} "
             f"(> tolerance={tolerance}); the file is kept for inspection"
         )
+    if split:
+        verify_on_split(cfg, module.model, info.num_classes, path, fmt, str(split), options)
     print(f"exported {fmt} to {path}")
     return path
 
 
+def verify_on_split(
+    cfg: DictConfig,
+    model: nn.Module,
+    num_classes: int,
+    path: Path,
+    fmt: str,
+    split: str,
+    options: InferenceOptions,
+) -> None:
+    """Both models over every image of `split` of `cfg.data`; ExportError past the tolerances."""
+    datamodule = instantiate(cfg.data, test_split=split)
+    if datamodule.num_classes != num_classes:
+        raise ConfigError(
+            f"data.num_classes={datamodule.num_classes} but ckpt_path={cfg.ckpt_path} predicts "
+            f"{num_classes} classes: verify on data with data.num_classes={num_classes}"
+        )
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    result = compare_on_split(
+        model.eval().cpu(),
+        load_exported(path, fmt),
+        datamodule.test_dataset,
+        datamodule.num_classes,
+        options,
+        split,
+        num_workers=datamodule.num_workers,
+    )
+    print(result.summary(fmt))
+    check_comparison(
+        result,
+        fmt,
+        miou_tolerance=float(cfg.get("verify_miou_tolerance", 1e-4)),
+        pixel_tolerance=float(cfg.get("verify_pixel_tolerance", 1e-4)),
+    )
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    # Bad input (checkpoint, format, output) is one line on stderr and exit status 2.
+    # Bad input (checkpoint, format, output) and a failed parity check are one line on
+    # stderr and exit status 2.
     with exit_on_user_error():
         export(cfg)
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from fcn.checkpoints import load_checkpoint
+from fcn.data.transforms import normalize_image
 from fcn.errors import CheckpointError, ConfigError, FCNError
+from fcn.metrics import argmax_classes
 
 MODES = ("whole", "slide")
 # Smallest input side the FCN accepts; smaller images/windows are padded up to it.
@@ -82,8 +84,13 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+# Anything that maps N x 3 x H x W images to N x C x H x W logits: an FCN, or a backend
+# running an exported one (fcn.backends), so the test-time options apply around any of them.
+Network = Callable[[Tensor], Tensor]
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: Tensor, options: InferenceOptions) -> Tensor:
+def predict_logits(model: Network, images: Tensor, options: InferenceOptions) -> Tensor:
     """`N x 3 x H x W` normalised images -> `N x C x H x W` logits, averaged over the
     scales and (with `flip`) the horizontal mirror."""
     h, w = images.shape[-2:]
@@ -106,17 +113,25 @@ def predict_logits(model: nn.Module, images: Tensor, options: InferenceOptions) 
     return total / count if count > 1 else total
 
 
+@torch.no_grad()
+def predict_masks(model: Network, images: Tensor, options: InferenceOptions) -> Tensor:
+    """`N x 3 x H x W` uint8 RGB images -> `N x H x W` uint8 class indices on the CPU: what
+    fcn-predict writes and `load_segmenter(...).predict` returns."""
+    logits = predict_logits(model, normalize_image(images), options)
+    return argmax_classes(logits).to(torch.uint8).cpu()
+
+
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def _logits_at_scale(model: nn.Module, images: Tensor, options: InferenceOptions) -> Tensor:
+def _logits_at_scale(model: Network, images: Tensor, options: InferenceOptions) -> Tensor:
     if options.mode == "slide":
         return _slide(model, images, options.window, options.stride, options.window_batch)
     return _forward(model, images)
 
 
-def _forward(model: nn.Module, images: Tensor) -> Tensor:
+def _forward(model: Network, images: Tensor) -> Tensor:
     """The model on inputs of any size: sides under MIN_SIDE are zero-padded, then cropped."""
     h, w = images.shape[-2:]
     if h >= MIN_SIDE and w >= MIN_SIDE:
@@ -134,7 +149,7 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
 
 
 def _slide(
-    model: nn.Module,
+    model: Network,
     images: Tensor,
     window: tuple[int, int],
     stride: tuple[int, int],
@@ -201,4 +216,6 @@ def load_segmentation_module(path: str | Path):
             f"{problems[0]}); pass a checkpoint written by fcn-train"
         )
     module.load_state_dict(state, strict=True)
+    # As stored (before the inference overrides above): exports hash them (fcn.modelinfo).
+    module.checkpoint_hyper_parameters = dict(ckpt.get("hyper_parameters") or {})
     return module.eval()

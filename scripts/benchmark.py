@@ -18,6 +18,8 @@ are measured alternately in the same process, so background load hits both alike
                                                                                  target <= 3000
   realdata_val_mIoU      experiment=voc_mobilenet_cpu on voc_mini (scripts/bench_realdata.py;
                          ~12 min, only with --only realdata)  target >= 0.35 within 900 s
+  predict_images_per_s_torch / _onnx, predict_to_forward_ratio: fcn-predict end to end /
+                         bare forward (scripts/bench_predict.py)                 target >= 0.85
 
 --quick shrinks every size and repetition count (numbers are then meaningless; the keys and
 types are the same) so the whole run takes well under a minute.
@@ -673,10 +675,11 @@ TARGETS = {
     "peak_pss_tree_sum_mb": ("<=", 3000.0),
     "realdata_val_mIoU": (">=", 0.35),
     "realdata_wall_s": ("<=", 900.0),
+    "predict_to_forward_ratio": (">=", 0.85),
 }
 
 
-SECTIONS = ("rss", "framework", "loader", "eval", "forward")
+SECTIONS = ("rss", "framework", "loader", "eval", "forward", "predict")
 LONG_SECTIONS = ("realdata",)  # a whole training run: only when named in --only
 
 
@@ -702,7 +705,7 @@ def run(
             result.update(bench_peak_rss(s, work))
         if "framework" in only:
             result.update(bench_framework(s, work))
-        if "loader" in only or "eval" in only:
+        if {"loader", "eval", "predict"} & set(only):
             root, num_classes, source = voc_tree(voc_root, work)
             result["data_source"] = source
         if "loader" in only:
@@ -720,6 +723,10 @@ def run(
             import bench_realdata  # beside this file
 
             result.update(bench_realdata.measure(quick, voc_root, work / "realdata"))
+        if "predict" in only:
+            from bench_predict import bench_predict  # scripts/ is on sys.path as the script's dir
+
+            result.update(bench_predict(quick, root, num_classes, work))
     result["load_end"] = loadavg()
     result["total_s"] = time.perf_counter() - started
     result["targets_met"] = {

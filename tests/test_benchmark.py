@@ -28,6 +28,10 @@ FLOAT_KEYS = (
     "peak_rss_mb",
     "peak_rss_tree_sum_mb",
     "peak_pss_tree_sum_mb",
+    "predict_images_per_s_torch",
+    "predict_images_per_s_onnx",
+    "predict_forward_images_per_s",
+    "predict_to_forward_ratio",
 )
 MACHINE_KEYS = {"cpu_model": str, "cpu_count": int, "torch": str, "torch_threads": int}
 

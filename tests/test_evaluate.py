@@ -69,12 +69,13 @@ def ckpt(tmp_path_factory, tiny_voc) -> Path:
     return trained_checkpoint(tmp_path_factory, tiny_voc)
 
 
-def eval_cfg(ckpt: Path, root: Path, out: Path, *overrides: str):
+def eval_cfg(ckpt: Path | None, root: Path, out: Path, *overrides: str):
+    """fcn-eval's config on the tiny tree (ckpt=None: pass model= in the overrides)."""
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose(
             "eval",
             [
-                f"ckpt_path={ckpt}",
+                *([f"ckpt_path={ckpt}"] if ckpt else []),
                 "data=voc",
                 f"data.root={root}",
                 f"data.num_classes={NUM_CLASSES}",
@@ -187,11 +188,13 @@ def test_metrics_json_equals_numpy_on_predicted_masks(ckpt, tiny_voc, tmp_path):
         assert saved["per_class_iou"][name] == (None if np.isnan(iou) else pytest.approx(iou))
 
 
-def predict_cfg(ckpt: Path, input_path: Path, out: Path, *overrides: str):
+def predict_cfg(ckpt: Path | None, input_path: Path, out: Path, *overrides: str):
+    """fcn-predict's config (ckpt=None: pass model= in the overrides)."""
+    model = [f"ckpt_path={ckpt}"] if ckpt else []
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose(
             "predict",
-            [f"ckpt_path={ckpt}", f"input={input_path}", f"paths.output_dir={out}", *overrides],
+            [*model, f"input={input_path}", f"paths.output_dir={out}", *overrides],
         )
 
 
@@ -278,3 +281,20 @@ def test_cli_missing_checkpoint_exits_nonzero_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert f"error: ckpt_path={missing}: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_eval_with_exported_backends_scores_like_pytorch(
+    ckpt, tiny_voc, tmp_path_factory, tmp_path
+):
+    from test_export import exported_model
+
+    options = ("eval.flip=true",)
+    ref = evaluate(eval_cfg(ckpt, tiny_voc, tmp_path / "torch", *options))
+    for fmt in ("onnx", "exported_program"):
+        path, _ = exported_model(tmp_path_factory, ckpt, tiny_voc, fmt)
+        cfg = eval_cfg(None, tiny_voc, tmp_path / fmt, f"backend={fmt}", f"model={path}", *options)
+        got = evaluate(cfg)
+        assert (got["backend"], got["model"]) == (fmt, str(path))
+        assert got["num_images"] == ref["num_images"] == 4
+        for key in ("pixel_acc", "mean_acc", "mIoU", "fwIoU"):
+            assert got[key] == pytest.approx(ref[key], abs=1e-4), (fmt, key)

@@ -12,10 +12,11 @@ from PIL import Image
 
 # The session's tiny checkpoint and config helpers (tests/ is on sys.path under pytest).
 from test_evaluate import REPO, predict_cfg, trained_checkpoint
+from test_export import exported_model
 
 from fcn.classes import voc_palette
 from fcn.errors import CheckpointError, ConfigError, DataError
-from fcn.predict import predict
+from fcn.predict import predict, same_size_batches
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +132,67 @@ def test_cli_not_an_image_exits_nonzero_with_one_line(ckpt, tmp_path):
     assert len(errors) == 1 and "notes.txt is not an image" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "run").glob("*.png"))
+
+
+# ---- backends, batching ----------------------------------------------------------------------
+
+
+def test_same_size_batches_never_mix_sizes():
+    sizes = [(10, 20), (30, 40), (10, 20), (10, 20), (30, 40), (10, 20)]
+    assert same_size_batches(sizes, 2) == [[0, 2], [3, 5], [1, 4]]
+    assert same_size_batches(sizes, 1) == [[i] for i in (0, 2, 3, 5, 1, 4)]
+
+
+def test_onnx_slide_flip_masks_equal_torch_on_voc_mini(
+    ckpt, tiny_voc, voc_mini, tmp_path_factory, tmp_path, capsys
+):
+    onnx, _ = exported_model(tmp_path_factory, ckpt, tiny_voc, "onnx")
+    # Three val images of VOC's usual 500 x 375, so batch_size=2 batches two of them.
+    ids = [
+        i
+        for i in (voc_mini / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+        if Image.open(voc_mini / "JPEGImages" / f"{i}.jpg").size == (500, 375)
+    ][:3]
+    images = tmp_path / "val"
+    images.mkdir()
+    for i in ids:
+        (images / f"{i}.jpg").symlink_to(voc_mini / "JPEGImages" / f"{i}.jpg")
+    options = ["eval.mode=slide", "eval.window=[256,256]", "eval.stride=[171,171]"]
+    options.append("eval.flip=true")
+    torch_out, onnx_out = tmp_path / "torch", tmp_path / "onnx"
+    predict(predict_cfg(ckpt, images, torch_out, *options, "num_workers=0", "progress=false"))
+    # model= with backend=onnx; two workers decode, images of one size share a batch.
+    predict(
+        predict_cfg(
+            None, images, onnx_out, *options, "backend=onnx", f"model={onnx}", "batch_size=2"
+        )
+    )
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert summary.startswith("predicted 3 images in ") and "images/s end to end" in summary
+    assert "backend=onnx, slide 256x256/171x171, flip" in summary, summary
+    differing = total = 0
+    for i in ids:
+        a = np.asarray(Image.open(torch_out / f"{i}.png"))
+        b = np.asarray(Image.open(onnx_out / f"{i}.png"))
+        assert a.shape == b.shape == (375, 500)
+        differing += int((a != b).sum())
+        total += a.size
+    assert len(np.unique(a)) > 1, "degenerate model"
+    # ONNX Runtime's logits differ from PyTorch's by ~1e-6: a tie could flip a pixel.
+    assert differing / total < 1e-4, f"{differing} of {total} pixels differ"
+
+
+def test_backend_and_model_mismatches_are_config_errors(ckpt, tmp_path):
+    image = write_image(tmp_path / "a.jpg", 40, 40)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="backend=onnx runs model=<.onnx file>, not ckpt_path"):
+        predict(predict_cfg(ckpt, image, out, "backend=onnx"))
+    with pytest.raises(ConfigError, match=r"is a torch file but backend=onnx: pass backend=torch"):
+        predict(predict_cfg(None, image, out, "backend=onnx", f"model={ckpt}"))
+    with pytest.raises(ConfigError, match="backend='tflite' is not one of torch, onnx"):
+        predict(predict_cfg(ckpt, image, out, "backend=tflite"))
+    with pytest.raises(CheckpointError, match=r"model=.*none.pt2: no such file"):
+        predict(predict_cfg(None, image, out, "backend=exported_program", "model=none.pt2"))
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+        predict(predict_cfg(ckpt, image, out, "batch_size=0"))
+    assert not out.exists()

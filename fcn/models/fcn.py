@@ -51,5 +51,10 @@ class FCN(nn.Module):
 
     def _padded(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2], x.shape[-1]
-        x = F.pad(x, (0, (-w) % STRIDE, 0, (-h) % STRIDE))
-        return self.head(self.backbone(x))[..., :h, :w]
+        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
+        logits = self.head(self.backbone(F.pad(x, (0, pad_w, 0, pad_h))))
+        if _graph_capture():
+            # Cropped by negative padding (a copy): torch.export guards on whether a sliced
+            # view is contiguous, which would pin the graph to sizes off (or on) the 32 grid.
+            return F.pad(logits, (0, -pad_w, 0, -pad_h))
+        return logits[..., :h, :w]

@@ -1,0 +1,142 @@
+"""fcn-predict throughput for scripts/benchmark.py (section `predict`).
+
+  predict_images_per_s_torch  fcn-predict end to end (decode in 2 workers, same-size batches
+                              of 4, network, argmax, palette PNG + JPEG overlay written) over
+                              a folder of VOC val JPEGs, FCN-8s/ResNet-18 checkpoint
+  predict_images_per_s_onnx   the same with backend=onnx (the model exported by fcn-export)
+  predict_to_forward_ratio    predict_images_per_s_torch / a bare no_grad forward of the same
+                              images (decoded and normalised beforehand, in the same-size
+                              batches fcn-predict forms)                          target >= 0.85
+
+Bare forward and fcn-predict are measured alternately in the same process, rounds apart, and
+each side's median is kept. "End to end" is the `predict()` call: checking every header,
+loading the checkpoint, the DataLoader, writing every file.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NUM_IMAGES = {False: 40, True: 2}  # full, --quick
+ROUNDS = {False: 3, True: 1}
+BATCH_SIZE = 4  # conf/predict.yaml's batch_size
+
+
+def _log(msg: str) -> None:
+    print(f"[benchmark {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _checkpoint(num_classes: int, work: Path) -> Path:
+    """A default-run FCN-8s/ResNet-18 (random weights: speed does not depend on them)."""
+    import torch
+
+    from fcn.module import SegmentationModule
+
+    torch.manual_seed(0)
+    module = SegmentationModule("resnet18", "fcn8s", num_classes)
+    path = work / "predict_bench.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def _image_folder(root: Path, count: int, work: Path) -> list[Path]:
+    ids = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:count]
+    folder = work / "predict_images"
+    folder.mkdir()
+    for i in ids:
+        (folder / f"{i}.jpg").symlink_to((root / "JPEGImages" / f"{i}.jpg").resolve())
+    return sorted(folder.iterdir())
+
+
+def _run_predict(model: Path, backend: str, images: Path, out: Path) -> float:
+    """Seconds of one `predict()` call with fcn-predict's defaults (workers, batching)."""
+    from hydra import compose, initialize_config_dir
+
+    from fcn.predict import predict
+
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "predict",
+            [
+                f"backend={backend}",
+                f"model={model}",
+                f"input={images}",
+                f"paths.output_dir={out}",
+                "device=cpu",
+                "progress=false",
+            ],
+        )
+    start = time.perf_counter()
+    predict(cfg)
+    return time.perf_counter() - start
+
+
+def _bare_forward(model, tensors: list) -> float:
+    import torch
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        for x in tensors:
+            model(x)
+    return time.perf_counter() - start
+
+
+def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict[str, Any]:
+    import torch
+
+    from fcn.data.transforms import normalize_image
+    from fcn.exporters import write_export
+    from fcn.images import read_rgb
+    from fcn.inference import load_segmentation_module
+    from fcn.modelinfo import ModelInfo
+    from fcn.predict import same_size_batches
+
+    ckpt = _checkpoint(num_classes, work)
+    paths = _image_folder(root, NUM_IMAGES[quick], work)
+    folder, count = paths[0].parent, len(paths)
+    module = load_segmentation_module(ckpt)
+    model = module.model.eval()
+    # The bare forward gets the batches fcn-predict makes (same size, up to 4), so the ratio
+    # is what decoding, argmax and writing cost, not what batching gains.
+    images = [normalize_image(read_rgb(p)) for p in paths]
+    batches = same_size_batches([tuple(x.shape[-2:]) for x in images], BATCH_SIZE)
+    tensors = [torch.stack([images[i] for i in batch]) for batch in batches]
+    _bare_forward(model, tensors)  # warm-up: oneDNN sets up every size once
+    onnx: Path | None = work / "predict_bench.onnx"
+    try:
+        info = ModelInfo.from_module(module, module.checkpoint_hyper_parameters)
+        write_export(model, "onnx", onnx, info.to_metadata("onnx"))
+    except ImportError as err:  # onnx / onnxscript / onnxruntime not installed
+        _log(f"predict: no ONNX measurement ({err})")
+        onnx = None
+    bare, torch_s, onnx_s = [], [], []
+    for r in range(ROUNDS[quick]):
+        bare.append(_bare_forward(model, tensors))
+        torch_s.append(_run_predict(ckpt, "torch", folder, work / f"predict_torch_{r}"))
+        if onnx is not None:
+            onnx_s.append(_run_predict(onnx, "onnx", folder, work / f"predict_onnx_{r}"))
+        _log(
+            f"predict round {r}: bare forward {count / bare[-1]:.2f} img/s, fcn-predict torch "
+            f"{count / torch_s[-1]:.2f} img/s"
+            + (f", onnx {count / onnx_s[-1]:.2f} img/s" if onnx_s else "")
+        )
+    result: dict[str, Any] = {
+        "predict_images_per_s_torch": count / statistics.median(torch_s),
+        "predict_forward_images_per_s": count / statistics.median(bare),
+        "predict_to_forward_ratio": statistics.median(bare) / statistics.median(torch_s),
+        "predict_setup": (
+            f"fcn-predict (defaults: 2 workers, batch_size 4, whole images, device=cpu) over "
+            f"{count} val JPEGs of {root}, FCN-8s/ResNet-18 with {num_classes} classes, vs a "
+            f"bare no_grad forward of the decoded images in the same batches ({len(batches)} "
+            f"batches of one size, up to {BATCH_SIZE}); median of "
+            f"{ROUNDS[quick]} alternating rounds after a warm-up forward"
+        ),
+    }
+    if onnx_s:
+        result["predict_images_per_s_onnx"] = count / statistics.median(onnx_s)
+    return result
