@@ -69,7 +69,14 @@ def save_program(program: torch.export.ExportedProgram, path, metadata: dict[str
 def onnx_program(program: torch.export.ExportedProgram, metadata: dict[str, str], opset: int):
     """The dynamo exporter's ONNXProgram for `program`: input `images` [batch, 3, height,
     width], output `logits` [batch, C, height, width], `metadata` as metadata_props."""
-    import onnx_ir as ir
+    try:
+        import onnx_ir as ir
+        import onnxscript  # noqa: F401  (the exporter's dependency: fail here, with the fix)
+    except ImportError as err:
+        raise ConfigError(
+            f"format=onnx needs onnx and onnxscript ({err}): pip install onnx onnxscript "
+            "onnxruntime (the package's [export] extra)"
+        ) from None
 
     with warnings.catch_warnings(), _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's notes on opset conversion etc.

@@ -90,6 +90,7 @@ def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict
     import torch
 
     from fcn.data.transforms import normalize_image
+    from fcn.errors import FCNError
     from fcn.exporters import write_export
     from fcn.images import read_rgb
     from fcn.inference import load_segmentation_module
@@ -111,7 +112,7 @@ def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict
     try:
         info = ModelInfo.from_module(module, module.checkpoint_hyper_parameters)
         write_export(model, "onnx", onnx, info.to_metadata("onnx"))
-    except ImportError as err:  # onnx / onnxscript / onnxruntime not installed
+    except (ImportError, FCNError) as err:  # onnx / onnxscript / onnxruntime not installed
         _log(f"predict: no ONNX measurement ({err})")
         onnx = None
     bare, torch_s, onnx_s = [], [], []
