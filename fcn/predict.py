@@ -135,7 +135,14 @@ def predict(cfg: DictConfig) -> list[Path]:
     colours = loaded.info.colour_table()
     written: list[Path] = []
     pending: deque[Future] = deque()
-    bar = tqdm(total=len(inputs), unit="img", desc="predict", disable=not cfg.get("progress"))
+    bar = tqdm(
+        total=len(inputs),
+        unit="img",
+        desc="predict",
+        disable=not cfg.get("progress"),
+        # images/s even below 1 (tqdm's own rate turns into s/img there)
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]",
+    )
     with ThreadPoolExecutor(max_workers=1) as writer, bar:
         for items in loader:
             for _, item in items:
