@@ -183,7 +183,7 @@ def check_pt2_archive(path: Path) -> dict[str, str]:
                     )
             sample = records.get("data/sample_inputs/model.pt")
             if sample is not None and not _plain_tensors(archive.read(sample)):
-                # torch.export.load would retry it with weights_only=False
+                # torch.export.load would retry it with full unpickling (code could run)
                 raise CheckpointError(
                     f"model={path}: its sample inputs are not plain tensors; re-export with "
                     "fcn-export"
