@@ -113,7 +113,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     system temp directory; where that is another filesystem than the run directory (a tmpfs /tmp,
     runs on NFS or Lustre) the commit is a copy into the final name, and a kill during that copy
     leaves a truncated checkpoint. Remote (fsspec URL) paths keep Lightning's way.
+
+    A killed writer leaves its hidden `.partial` file behind; the first save into a directory
+    removes those (a best checkpoint's name changes with its score, so the next save of the same
+    name need not come).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._swept: set[Path] = set()
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
@@ -124,6 +132,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target = Path(local)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._swept:
+            for leftover in target.parent.glob(".*.partial"):
+                leftover.unlink(missing_ok=True)
+            self._swept.add(target.parent)
         # One fixed name per target: a file left by a killed writer is overwritten next time.
         partial = target.with_name(f".{target.name}.partial")
         try:

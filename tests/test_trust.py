@@ -346,6 +346,22 @@ def test_validation_split_smaller_than_the_world_is_one_clear_error(monkeypatch,
 
 
 # ---- SIGKILL at any moment -----------------------------------------------------------------------
+def test_first_save_removes_files_left_by_killed_writers(tmp_path):
+    from fcn.checkpoints import AtomicCheckpointIO
+
+    left = [
+        tmp_path / ".best-epoch003-val_mIoU0.1234.ckpt.partial",
+        tmp_path / ".last.ckpt.partial",
+    ]
+    for path in left:
+        path.write_bytes(b"cut short")
+    (tmp_path / "keep.ckpt").write_bytes(b"not ours to judge")
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.ckpt", "last.ckpt"]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 1}
+
+
 def dir_state(directory: Path) -> list[tuple[str, int, int]]:
     """Names, sizes and times of the files (a file renamed away meanwhile counts as -1)."""
     state = []
