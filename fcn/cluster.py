@@ -34,6 +34,8 @@ from typing import Any
 
 import lightning as L
 
+from fcn.callbacks import request_graceful_stop
+
 # SIGINT too: Ctrl+C reaches the whole process group, and the main process owns the stop.
 WORKER_IGNORED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -106,10 +108,7 @@ class JobSignals(L.Callback):
         if sig != signal.SIGTERM:
             self.requeue_signal = sig
         if self._trainer is not None:
-            # The flag Lightning's SIGTERM handler sets; its loops stop at the next batch
-            # boundary (rank 0's flag is broadcast to all ranks there). Private attribute, no
-            # public setter: pinned by test_job_signals_use_signal_connector_received_sigterm.
-            self._trainer._signal_connector.received_sigterm = True
+            request_graceful_stop(self._trainer)
         if first:  # os.write: print() can re-enter a buffered stream the main thread holds
             os.write(2, f"{sig.name}: stopping after this batch to save last.ckpt\n".encode())
 
@@ -123,7 +122,7 @@ class JobSignals(L.Callback):
         # handler, which can cross a gradient all-reduce); take SIGTERM back, keep the request.
         self._install()
         if self.received is not None:
-            trainer._signal_connector.received_sigterm = True
+            request_graceful_stop(trainer)
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> JobSignals:

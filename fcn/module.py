@@ -17,7 +17,7 @@ from fcn.errors import CheckpointError, ConfigError, DivergenceError
 from fcn.loggers import figure_image, log_image, takes_images
 from fcn.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
 from fcn.models import build_model
-from fcn.optim import build_optimizer, build_scheduler
+from fcn.optim import build_optimizer, build_scheduler, scheduled_steps
 from fcn.visualize import confusion_figure, prediction_grid, prediction_row
 
 
@@ -179,7 +179,10 @@ class SegmentationModule(L.LightningModule):
     def configure_optimizers(self):
         opt_cfg = dict(self.optimizer_cfg)
         optimizer = build_optimizer(self.model.backbone, self.model.head, **opt_cfg)
-        total = int(self.trainer.estimated_stepping_batches)
+        if self.trainer.datamodule is not None:
+            total = scheduled_steps(self.trainer, len(self.trainer.datamodule.train_dataloader()))
+        else:  # loaders passed to fit(): Lightning's estimate (no mid-epoch stream restore)
+            total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         scheduler = build_scheduler(optimizer, total, per_epoch, **self.scheduler_cfg)
         return {

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from fcn.errors import ConfigError
+
+if TYPE_CHECKING:
+    import lightning as L
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 SCHEDULERS = ("poly", "cosine", "step", "constant")
@@ -83,3 +86,21 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(name, step, total_steps, steps_per_epoch, **kw)
     )
+
+
+def scheduled_steps(trainer: L.Trainer, train_batches: int) -> int:
+    """The optimizer steps `fit` will take, for a schedule's length: Lightning's
+    `trainer.estimated_stepping_batches`, computed from the train loader's length.
+
+    Asked from configure_optimizers, Lightning's property loads the train loader into the fit
+    loop before the checkpoint's loop state is restored, and the loop then never hands the
+    loader its saved position (a mid-epoch resume would restart the epoch's stream). Same rules
+    as the property: limit_train_batches (int: at most, float: a fraction; overfit_batches and
+    fast_dev_run set it), accumulate_grad_batches, max_epochs, max_steps.
+    """
+    if trainer.max_epochs == -1:  # epochs without end: max_steps bounds the run
+        return trainer.max_steps
+    limit = trainer.limit_train_batches
+    batches = min(train_batches, limit) if isinstance(limit, int) else int(train_batches * limit)
+    steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps

@@ -15,6 +15,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from fcn.callbacks import InterruptCheckpoint
 from fcn.checkpoints import AtomicCheckpointIO, check_checkpoint, resolve_resume
 from fcn.cluster import JobSignals
 from fcn.distributed import (
@@ -27,7 +28,6 @@ from fcn.errors import exit_on_user_error
 from fcn.known_warnings import ignore_known_warnings
 from fcn.loggers import log_location, log_run_end
 from fcn.resolvers import register_resolvers
-from fcn.resume import InterruptCheckpoint, RestoreTrainingStream
 from fcn.sweep import JobRecord, last_val_metrics, start_job
 
 # The config files use fcn's resolvers (sweep job names, --help) and its resumable Optuna
@@ -106,7 +106,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
     signals = JobSignals()  # SLURM/submitit: pre-emption and time limits stop at a batch end
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, interrupt, signals, RestoreTrainingStream()],
+        callbacks=[*callbacks, interrupt, signals],
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
         plugins=[AtomicCheckpointIO()],  # every checkpoint, interrupt one included

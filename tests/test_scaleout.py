@@ -22,8 +22,8 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fcn.data import VOCDataModule
+from fcn.data.training_stream import ResumableLoader
 from fcn.module import SegmentationModule
-from fcn.resume import ResumableLoader
 from fcn.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

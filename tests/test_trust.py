@@ -34,7 +34,7 @@ import torch
 from test_evaluate import NUM_CLASSES, eval_cfg, trained_checkpoint
 
 from fcn.data import VOCDataModule
-from fcn.distributed import ExactEvalSampler
+from fcn.data.eval_sharding import ExactEvalSampler
 from fcn.errors import DataError, DivergenceError
 from fcn.evaluate import evaluate
 from fcn.module import SegmentationModule

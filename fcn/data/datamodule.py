@@ -14,12 +14,12 @@ from torch.utils.data import DataLoader
 
 from fcn.classes import VOID_INDEX, class_names
 from fcn.cluster import worker_init
+from fcn.data.eval_sharding import eval_sampler
 from fcn.data.synthetic import META_FILE, SYNTHETIC_CLASSES, ensure_synthetic_voc
+from fcn.data.training_stream import train_loader
 from fcn.data.transforms import EvalTransform, TrainTransform
 from fcn.data.voc import VOCSegmentation
-from fcn.distributed import eval_sampler
 from fcn.errors import ConfigError
-from fcn.resume import train_loader
 
 _SYNTHETIC_KEYS = ("num_train", "num_val", "size", "seed")
 
@@ -204,7 +204,7 @@ class VOCDataModule(L.LightningDataModule):
             # workers ignore SIGTERM/SIGUSR*: the main process owns job control (fcn/cluster.py)
             "worker_init_fn": worker_init if self.num_workers > 0 else None,
         }
-        # --- scale-out (fcn/resume.py, fcn/distributed.py) ---
+        # --- scale-out (fcn/data/training_stream.py, fcn/data/eval_sharding.py) ---
         # Training: a stream that resumes mid-epoch exactly (seeded order and augmentation).
         # Val/test: under DDP every image on exactly one rank (no padding repeats in metrics).
         if train:

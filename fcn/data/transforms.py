@@ -16,7 +16,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
-from torchvision.transforms.v2._utils import query_size
+from torchvision.transforms.v2 import query_size
 
 from fcn.classes import VOID_INDEX
 

@@ -1,9 +1,7 @@
-"""Interrupt and resume: a last checkpoint on SIGTERM/SIGINT, and a training stream that resumes
-mid-epoch exactly where it stopped.
+"""The training stream, resumable mid-epoch: a pure function of (seed, epoch, position).
 
 Lightning restores weights, optimizer, scheduler and loop counters, but a plain DataLoader
-restarts its epoch from the top with a fresh shuffle and fresh augmentation draws. Here the
-training stream is a pure function of (seed, epoch, position):
+restarts its epoch from the top with a fresh shuffle and fresh augmentation draws. Here:
 
 - `EpochSampler` shuffles with a generator seeded by (seed, epoch) (a DistributedSampler, so
   under DDP each rank takes its shard and Lightning keeps it) and hands each image its own
@@ -19,13 +17,9 @@ training stream is a pure function of (seed, epoch, position):
 from __future__ import annotations
 
 import os
-import signal
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: decorrelates consecutive seeds
@@ -125,67 +119,3 @@ def train_loader(dataset: Dataset, batch_size: int, **kwargs: Any) -> ResumableL
     """The resumable training loader; its seed is the run's (seed_everything's PL_GLOBAL_SEED)."""
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     return ResumableLoader(dataset, batch_size, seed, drop_last=False, **kwargs)
-
-
-class RestoreTrainingStream(L.Callback):
-    """Hand the checkpointed stream position to the training loader when resuming mid-epoch.
-
-    Lightning restores stateful loaders in `FitLoop.setup_data`, but only while the loop is
-    restarting; our `configure_optimizers` asks for `trainer.estimated_stepping_batches`, which
-    runs `setup_data` before the checkpoint's loop state is loaded, so that restore never
-    happens. The loader's iterator is lazy (nothing is drawn before the first batch), so doing
-    it at `on_train_start` is still in time.
-    """
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.fit_loop._load_combined_loader_states()  # no-op unless restarting with states
-
-
-class InterruptCheckpoint(L.Callback):
-    """SIGTERM (pre-emption, `kill`) or SIGINT (Ctrl+C) during fit: finish the current batch,
-    write `<dirpath>/last.ckpt` (mid-epoch state included) and stop.
-
-    Lightning already turns SIGTERM into a stop at the next batch boundary (SIGTERMException,
-    on all ranks). SIGINT would raise KeyboardInterrupt anywhere, even halfway through an
-    optimizer step, so the first Ctrl+C is routed through the same flag; a second one aborts.
-    """
-
-    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt") -> None:
-        self.path = Path(dirpath) / filename
-        self.saved: Path | None = None
-        self._previous_sigint: Any = None
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if _in_main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint(trainer))
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_sigint()
-
-    def _on_sigint(self, trainer: L.Trainer):
-        def handler(signum, frame) -> None:
-            if trainer.received_sigterm:  # second Ctrl+C: stop now, no checkpoint
-                raise KeyboardInterrupt
-            print("\nInterrupted: saving last.ckpt after this batch (Ctrl+C again to abort)")
-            trainer._signal_connector.received_sigterm = True
-
-        return handler
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        self._restore_sigint()
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)  # all ranks call it; rank 0 writes
-            self.saved = self.path
-
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None and _in_main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
