@@ -16,19 +16,15 @@ loading the checkpoint, the DataLoader, writing every file.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench_common import REPO_ROOT, log
+
 NUM_IMAGES = {False: 40, True: 2}  # full, --quick
 ROUNDS = {False: 3, True: 1}
 BATCH_SIZE = 4  # conf/predict.yaml's batch_size
-
-
-def _log(msg: str) -> None:
-    print(f"[benchmark {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _checkpoint(num_classes: int, work: Path) -> Path:
@@ -113,7 +109,7 @@ def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict
         info = ModelInfo.from_module(module, module.checkpoint_hyper_parameters)
         write_export(model, "onnx", onnx, info.to_metadata("onnx"))
     except (ImportError, FCNError) as err:  # onnx / onnxscript / onnxruntime not installed
-        _log(f"predict: no ONNX measurement ({err})")
+        log(f"predict: no ONNX measurement ({err})")
         onnx = None
     bare, torch_s, onnx_s = [], [], []
     for r in range(ROUNDS[quick]):
@@ -121,7 +117,7 @@ def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict
         torch_s.append(_run_predict(ckpt, "torch", folder, work / f"predict_torch_{r}"))
         if onnx is not None:
             onnx_s.append(_run_predict(onnx, "onnx", folder, work / f"predict_onnx_{r}"))
-        _log(
+        log(
             f"predict round {r}: bare forward {count / bare[-1]:.2f} img/s, fcn-predict torch "
             f"{count / torch_s[-1]:.2f} img/s"
             + (f", onnx {count / onnx_s[-1]:.2f} img/s" if onnx_s else "")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from bench_common import loadavg
 
 SCRIPTS = Path(__file__).resolve().parent
 REPO_ROOT = SCRIPTS.parent
@@ -45,10 +46,6 @@ QUICK_OVERRIDES = (
     "data.num_workers=0",
 )
 _SUMMARY = re.compile(r"best val/mIoU=(\S+) checkpoint=(\S+) logs=(\S+)")
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 class EpochTimer(L.Callback):
@@ -98,7 +95,7 @@ class EpochTimer(L.Callback):
             "val_cpu_s": round(self._val_cpu_s, 2),
             "images": self._images,
             "val_mIoU": None if miou is None else round(float(miou), 4),
-            "load": _load(),
+            "load": loadavg(),
         }
         self.record["epochs"].append(entry)
         self._write()
@@ -111,7 +108,7 @@ class EpochTimer(L.Callback):
         scores = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items()}
         self.record["test"] = {
             "test_s": round(time.perf_counter() - self._clock["test"], 2),
-            "load": _load(),
+            "load": loadavg(),
             "mIoU": scores.get("test/mIoU"),
             "pixel_acc": scores.get("test/pixel_acc"),
             "per_class_iou": {
@@ -161,7 +158,7 @@ def measure(
         p for p in (str(REPO_ROOT), str(SCRIPTS), env.get("PYTHONPATH", "")) if p
     )
     print(f"[benchmark] realdata: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-    load_start = _load()
+    load_start = loadavg()
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -188,7 +185,7 @@ def measure(
         "realdata_epochs": epochs,
         "realdata_per_class_iou": test.get("per_class_iou"),
         "realdata_load_start": load_start,
-        "realdata_load_end": _load(),
+        "realdata_load_end": loadavg(),
         "realdata_note": "--quick: a few batches, numbers meaningless"
         if quick
         else f"experiment={PRESET} on {voc_root}; wall = the whole command, start-up included",
