@@ -1,16 +1,20 @@
-"""Training callbacks of fcn.train: a clean stop on Ctrl+C or SIGTERM that leaves last.ckpt.
+"""fcn's own Trainer callbacks: a clean stop on Ctrl+C or SIGTERM that leaves last.ckpt, and the
+one-line note of a `debug=` preset.
 
-(Cluster pre-emption and time limits, which also end here, are in fcn/cluster.py.)
+Cluster jobs' signals (pre-emption, time limits) are `JobSignals` in fcn/cluster.py, beside the
+requeue they lead to; they stop through `request_graceful_stop` and end in InterruptCheckpoint.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -74,3 +78,33 @@ class InterruptCheckpoint(L.Callback):
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+class DebugPresetNote(L.Callback):
+    """Prints `debug=<preset>: key=value, ...` once, when the Trainer first sets up.
+
+    `changes` maps each key the preset sets to its value in this run (the preset file passes
+    interpolations, so a later command-line override shows as what really runs).
+    """
+
+    def __init__(self, preset: str, changes: Mapping[str, Any]) -> None:
+        self.preset = preset
+        self.changes = dict(changes)
+        self._said = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self._said:
+            self._said = True
+            rank_zero_only(print)(self.line(), flush=True)
+
+    def line(self) -> str:
+        settings = ", ".join(f"{k}={_show(v)}" for k, v in self.changes.items())
+        return f"debug={self.preset}: {settings}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, Mapping) and "_target_" in value:
+        return str(value["_target_"]).rsplit(".", 1)[-1]
+    return str(value)
