@@ -1,8 +1,9 @@
 """fcn-predict throughput for scripts/benchmark.py (section `predict`).
 
-  predict_images_per_s_torch  fcn-predict end to end (decode in 2 workers, same-size batches
-                              of 4, network, argmax, palette PNG + JPEG overlay written) over
-                              a folder of VOC val JPEGs, FCN-8s/ResNet-18 checkpoint
+  predict_images_per_s_torch  fcn-predict end to end (decoding workers as `auto` picks,
+                              same-size batches of 4, network, argmax, palette PNG + JPEG
+                              overlay written) over a folder of VOC val JPEGs,
+                              FCN-8s/ResNet-18 checkpoint
   predict_images_per_s_onnx   the same with backend=onnx (the model exported by fcn-export)
   predict_to_forward_ratio    predict_images_per_s_torch / a bare no_grad forward of the same
                               images (decoded and normalised beforehand, in the same-size
@@ -127,8 +128,8 @@ def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict
         "predict_forward_images_per_s": count / statistics.median(bare),
         "predict_to_forward_ratio": statistics.median(bare) / statistics.median(torch_s),
         "predict_setup": (
-            f"fcn-predict (defaults: 2 workers, batch_size 4, whole images, device=cpu) over "
-            f"{count} val JPEGs of {root}, FCN-8s/ResNet-18 with {num_classes} classes, vs a "
+            f"fcn-predict (defaults: num_workers=auto, batch_size 4, whole images, device=cpu) "
+            f"over {count} val JPEGs of {root}, FCN-8s/ResNet-18 with {num_classes} classes, vs a "
             f"bare no_grad forward of the decoded images in the same batches ({len(batches)} "
             f"batches of one size, up to {BATCH_SIZE}); median of "
             f"{ROUNDS[quick]} alternating rounds after a warm-up forward"

@@ -16,7 +16,7 @@ from test_export import exported_model
 
 from fcn.classes import voc_palette
 from fcn.errors import CheckpointError, ConfigError, DataError
-from fcn.predict import predict, same_size_batches
+from fcn.predict import decoding_workers, predict, same_size_batches
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,14 @@ def test_onnx_slide_flip_masks_equal_torch_on_voc_mini(
     # model= with backend=onnx; two workers decode, images of one size share a batch.
     predict(
         predict_cfg(
-            None, images, onnx_out, *options, "backend=onnx", f"model={onnx}", "batch_size=2"
+            None,
+            images,
+            onnx_out,
+            *options,
+            "backend=onnx",
+            f"model={onnx}",
+            "batch_size=2",
+            "num_workers=2",
         )
     )
     summary = capsys.readouterr().out.splitlines()[-1]
@@ -196,3 +203,19 @@ def test_backend_and_model_mismatches_are_config_errors(ckpt, tmp_path):
     with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
         predict(predict_cfg(ckpt, image, out, "batch_size=0"))
     assert not out.exists()
+
+
+def test_auto_decoding_workers_only_on_cores_the_forward_leaves_free(monkeypatch):
+    import torch
+    from omegaconf import OmegaConf
+
+    auto, cpu = OmegaConf.create({"num_workers": "auto"}), torch.device("cpu")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert decoding_workers(auto, cpu) == 0  # torch's threads take both cores
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert decoding_workers(auto, cpu) == 1
+    assert decoding_workers(auto, torch.device("cuda")) == 2
+    assert decoding_workers(OmegaConf.create({"num_workers": 3}), cpu) == 3
+    with pytest.raises(ConfigError, match="num_workers must be auto or an integer >= 0"):
+        decoding_workers(OmegaConf.create({"num_workers": "two"}), cpu)
