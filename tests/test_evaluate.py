@@ -69,6 +69,18 @@ def ckpt(tmp_path_factory, tiny_voc) -> Path:
     return trained_checkpoint(tmp_path_factory, tiny_voc)
 
 
+def voc(root: Path) -> list[str]:
+    """The tiny tree as data=voc, on CPU in the main process."""
+    return [
+        "data=voc",
+        f"data.root={root}",
+        f"data.num_classes={NUM_CLASSES}",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
 def eval_cfg(ckpt: Path | None, root: Path, out: Path, *overrides: str):
     """fcn-eval's config on the tiny tree (ckpt=None: pass model= in the overrides)."""
     with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -76,12 +88,7 @@ def eval_cfg(ckpt: Path | None, root: Path, out: Path, *overrides: str):
             "eval",
             [
                 *([f"ckpt_path={ckpt}"] if ckpt else []),
-                "data=voc",
-                f"data.root={root}",
-                f"data.num_classes={NUM_CLASSES}",
-                "data.num_workers=0",
-                "trainer.accelerator=cpu",
-                "trainer.enable_progress_bar=false",
+                *voc(root),
                 "+trainer.enable_model_summary=false",
                 f"paths.output_dir={out}",
                 *overrides,

@@ -19,6 +19,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
+from test_scaleout import SUMMARY, tiny
 
 from fcn.cli_help import description, entry_help, group_options
 from fcn.distributed import _quote
@@ -26,25 +27,8 @@ from fcn.run_names import job_dir_name, safe_name
 from fcn.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SUMMARY = re.compile(r"^best val/mIoU=(\d\.\d{4}) checkpoint=(\S+) logs=(\S+)$", re.M)
 # A Python warning as printed: Lightning's `file.py:12: message`, or `file.py:12: XWarning: ...`.
 PY_WARNING = re.compile(r"^\S.*\.py:\d+: |Warning: ", re.M)
-
-
-def tiny(data_dir: Path, num_train: int = 6, batch_size: int = 3) -> list[str]:
-    return [
-        f"data.root={data_dir}",
-        f"data.synthetic.num_train={num_train}",
-        "data.synthetic.num_val=3",
-        "data.synthetic.size=[64,64]",
-        "data.crop_size=[64,64]",
-        f"data.batch_size={batch_size}",
-        "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-    ]
 
 
 def compose_train(overrides: list[str], run_dir: Path):

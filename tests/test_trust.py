@@ -31,7 +31,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from test_evaluate import NUM_CLASSES, eval_cfg, trained_checkpoint
+from test_evaluate import NUM_CLASSES, eval_cfg, trained_checkpoint, voc
 
 from fcn.data import VOCDataModule
 from fcn.data.eval_sharding import ExactEvalSampler
@@ -113,17 +113,6 @@ def ckpt(tmp_path_factory, tiny_voc) -> Path:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
     return {"FCN_CACHE": str(tmp_path_factory.mktemp("fcn_cache"))}
-
-
-def voc(root: Path) -> list[str]:
-    return [
-        "data=voc",
-        f"data.root={root}",
-        f"data.num_classes={NUM_CLASSES}",
-        "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-    ]
 
 
 def tiny_train(root: Path) -> list[str]:
