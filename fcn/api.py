@@ -62,7 +62,8 @@ class Segmenter:
     def overlay(
         self, image: ImageLike, mask: np.ndarray | torch.Tensor, alpha: float = 0.5
     ) -> np.ndarray:
-        """H x W x 3 uint8: (1 - alpha) * image + alpha * class colour (fcn-predict's overlay)."""
+        """H x W x 3 uint8: image + alpha * (class colour - image), rounded down
+        (fcn-predict's overlay)."""
         rgb, mask = as_rgb_tensor(image), _as_mask(mask)
         if tuple(rgb.shape[-2:]) != tuple(mask.shape):
             raise DataError(

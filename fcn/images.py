@@ -104,11 +104,16 @@ def colour_mask(mask: torch.Tensor, colours: Sequence[Sequence[int]] = VOC_COLOU
     return table[mask.long().clamp(0, 255).cpu()]
 
 
+def palette_image(mask: np.ndarray, colours: Sequence[Sequence[int]] = VOC_COLOURS) -> Image.Image:
+    """H x W class indices (0-255) as a PIL palette image in `colours` (VOC's label format)."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette([v for rgb in colours for v in rgb])
+    return image
+
+
 def save_mask(mask: np.ndarray, path: Path, colours: Sequence[Sequence[int]] = VOC_COLOURS) -> None:
     """H x W class indices as a palette PNG (VOC's own label format)."""
-    png = Image.fromarray(mask.astype(np.uint8), mode="L")
-    png.putpalette([v for rgb in colours for v in rgb])
-    png.save(path)
+    palette_image(mask, colours).save(path)
 
 
 def overlay(
@@ -117,13 +122,9 @@ def overlay(
     alpha: float,
     colours: Sequence[Sequence[int]] = VOC_COLOURS,
 ) -> np.ndarray:
-    """H x W x 3 uint8: (1 - alpha) * image (3 x H x W uint8) + alpha * the class colour.
-
-    In NumPy: fcn-predict blends in its writer thread, where torch ops would start a second
-    team of intra-op threads beside the forward's and slow it down on few cores.
-    """
-    table = np.asarray(colours, dtype=np.uint8)
-    colour = table[np.clip(np.asarray(mask.cpu(), dtype=np.int64), 0, 255)].astype(np.float32)
-    pixels = image.cpu().permute(1, 2, 0).numpy().astype(np.float32)
-    blend = np.float32(1 - alpha) * pixels + np.float32(alpha) * colour
-    return np.clip(np.round(blend), 0, 255).astype(np.uint8)
+    """H x W x 3 uint8: the class colours blended over `image` (3 x H x W uint8) by PIL's
+    `Image.blend`, image + alpha * (colour - image) rounded down (1 - alpha of the image)."""
+    classes = np.clip(np.asarray(mask.cpu()), 0, 255)
+    tint = palette_image(classes, colours).convert("RGB")
+    base = Image.fromarray(np.ascontiguousarray(image.cpu().permute(1, 2, 0).numpy()))
+    return np.asarray(Image.blend(base, tint, alpha))

@@ -22,6 +22,7 @@ from fcn.checkpoints import load_checkpoint
 from fcn.data.transforms import normalize_image
 from fcn.errors import CheckpointError, ConfigError, FCNError
 from fcn.metrics import argmax_classes
+from fcn.models import no_random_init
 
 MODES = ("whole", "slide")
 # Smallest input side the FCN accepts; smaller images/windows are padded up to it.
@@ -118,7 +119,7 @@ def predict_masks(model: Network, images: Tensor, options: InferenceOptions) -> 
     """`N x 3 x H x W` uint8 RGB images -> `N x H x W` uint8 class indices on the CPU: what
     fcn-predict writes and `load_segmenter(...).predict` returns."""
     logits = predict_logits(model, normalize_image(images), options)
-    return argmax_classes(logits).to(torch.uint8).cpu()
+    return argmax_classes(logits, torch.uint8).cpu()
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -201,7 +202,10 @@ def load_segmentation_module(path: str | Path):
     hp.update(pretrained=False, weights_path=None, compile=False, channels_last=False)
     made = f"a {hp.get('backbone')}/{hp.get('head')} FCN with {hp.get('num_classes')} classes"
     try:
-        module = SegmentationModule(**hp)
+        # Random weights are not drawn: the strict load below sets every one of them (the
+        # model keeps no tensor outside its state dict; tests/test_checkpoints.py checks).
+        with no_random_init():
+            module = SegmentationModule(**hp)
     except FCNError as err:  # e.g. an unknown backbone name in the hyper-parameters
         raise CheckpointError(f"ckpt_path={path}: cannot rebuild its model ({err})") from None
     # Early checkpoints also held `_forward.*`, a duplicate of `model.*`: not needed.

@@ -16,23 +16,24 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from fcn.classes import VOID_INDEX
 
 
-def argmax_classes(logits: torch.Tensor) -> torch.Tensor:
-    """`logits.argmax(dim=1)` (N x C x H x W -> N x H x W int64, first maximum on ties), faster.
+def argmax_classes(logits: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """`logits.argmax(dim=1)` (N x C x H x W -> N x H x W `dtype`, first maximum on ties), faster.
 
     On CPU, argmax and max(dim).indices over the class dim take a slow generic kernel (~40 and
     ~8 ms for 21 x 375 x 500); the value-only amax is vectorised (< 1 ms). So: find the top
     value, mark the classes that reach it, and take a uint8 amax of descending class weights,
-    which picks the lowest such class (~3 ms).
+    which picks the lowest such class (~3 ms). `dtype=torch.uint8` (up to 255 classes, what
+    mask files hold) skips a conversion through int64.
     """
     num_classes = logits.shape[1]
     if num_classes > 255:  # the weights must fit in uint8
-        return logits.argmax(dim=1)
+        return logits.argmax(dim=1).to(dtype)
     top = logits.amax(dim=1, keepdim=True)
     weights = torch.arange(num_classes, 0, -1, dtype=torch.uint8, device=logits.device)
     hits = (logits == top).view(torch.uint8)  # bool -> 0/1 bytes, no copy
     first = hits.mul_(weights.view(1, -1, 1, 1)).amax(dim=1)
     # NaN logits match nothing (first = 0): report the last class rather than an invalid one.
-    return (num_classes - first.clamp_(min=1)).long()
+    return (num_classes - first.clamp_(min=1)).to(dtype)
 
 
 class MeanPixelLoss(Metric):

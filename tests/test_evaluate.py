@@ -139,6 +139,18 @@ def test_slide_and_flip_average_exactly_with_a_pointwise_model():
     assert predict_logits(model, tiny, slide).shape == (1, 5, 20, 33)
 
 
+def test_loaded_checkpoint_holds_every_saved_weight(ckpt):
+    # Built under no_random_init: every weight must come from the file, none left as allocated.
+    from fcn.checkpoints import load_checkpoint
+    from fcn.inference import load_segmentation_module
+
+    module = load_segmentation_module(ckpt)
+    saved = load_checkpoint(ckpt)["state_dict"]
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    assert module.val_metrics.confmat.sum() == 0  # metric states built as usual
+
+
 def test_slide_with_a_window_covering_the_image_equals_whole(ckpt):
     from fcn.inference import load_segmentation_module
 

@@ -89,6 +89,14 @@ def test_argmax_classes_equals_argmax_with_ties(num_classes: int) -> None:
     assert torch.equal(argmax_classes(floats), floats.argmax(dim=1))
 
 
+@pytest.mark.parametrize("num_classes", [1, 21, 255])
+def test_argmax_classes_as_uint8_equals_argmax(num_classes: int) -> None:
+    torch.manual_seed(0)
+    logits = torch.randint(0, 4, (2, num_classes, 9, 11)).float()
+    got = argmax_classes(logits, torch.uint8)
+    assert got.dtype == torch.uint8 and torch.equal(got, logits.argmax(dim=1).to(torch.uint8))
+
+
 def test_argmax_classes_stays_in_range_on_nan() -> None:
     logits = torch.full((1, 5, 2, 2), float("nan"))
     assert argmax_classes(logits).max() < 5

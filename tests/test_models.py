@@ -13,7 +13,15 @@ from torch import nn
 
 import fcn.models.backbones as backbones_mod
 from fcn.errors import CheckpointError, ConfigError
-from fcn.models import BACKBONES, FCN, HEADS, FCNHead, bilinear_kernel, build_model
+from fcn.models import (
+    BACKBONES,
+    FCN,
+    HEADS,
+    FCNHead,
+    bilinear_kernel,
+    build_model,
+    no_random_init,
+)
 from fcn.models.backbones import VGGBackbone
 
 NUM_CLASSES = 5
@@ -37,6 +45,31 @@ def _model(cache: dict, backbone: str, head: str) -> FCN:
 def _run(model: nn.Module, h: int, w: int) -> torch.Tensor:
     with torch.no_grad():
         return model(torch.randn(1, 3, h, w))
+
+
+# ---------------------------------------------------------------- building for a checkpoint
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_model_tensor_is_in_its_state_dict(backbone):
+    # Checkpoint loading builds models under no_random_init, then sets every entry of the
+    # state dict: a parameter or buffer outside it would keep uninitialised memory.
+    for learn_upsampling in (True, False):
+        with no_random_init():
+            model = build_model(backbone, "fcn8s", NUM_CLASSES, learn_upsampling=learn_upsampling)
+        tensors = {name for name, _ in model.named_parameters()}
+        tensors |= {name for name, _ in model.named_buffers()}
+        assert tensors == set(model.state_dict()), (backbone, learn_upsampling)
+
+
+def test_no_random_init_skips_torch_nn_init_only_inside():
+    with no_random_init():
+        skipped = nn.init.constant_(torch.zeros(3), 5.0)
+        drawn = nn.init.kaiming_normal_(torch.zeros(4, 3))  # calls Tensor.normal_ itself
+        computed = torch.ones(3) * 2  # other torch functions still run
+    assert skipped.tolist() == [0.0, 0.0, 0.0] and computed.tolist() == [2.0, 2.0, 2.0]
+    assert not drawn.any()
+    assert nn.init.constant_(torch.zeros(3), 5.0).tolist() == [5.0, 5.0, 5.0]
 
 
 # ---------------------------------------------------------------- output size

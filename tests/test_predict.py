@@ -16,7 +16,8 @@ from test_export import exported_model
 
 from fcn.classes import voc_palette
 from fcn.errors import CheckpointError, ConfigError, DataError
-from fcn.predict import decoding_workers, predict, same_size_batches
+from fcn.images import overlay
+from fcn.predict import decoding_workers, file_writers, predict, same_size_batches
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +220,60 @@ def test_auto_decoding_workers_only_on_cores_the_forward_leaves_free(monkeypatch
     assert decoding_workers(OmegaConf.create({"num_workers": 3}), cpu) == 3
     with pytest.raises(ConfigError, match="num_workers must be auto or an integer >= 0"):
         decoding_workers(OmegaConf.create({"num_workers": "two"}), cpu)
+
+
+def test_writers_run_beside_the_forward_only_on_a_spare_core(monkeypatch):
+    import torch
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert file_writers(torch.device("cpu"), batch_size=4) == (1, True)
+    assert file_writers(torch.device("cuda"), batch_size=4) == (1, True)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert file_writers(torch.device("cpu"), batch_size=4) == (2, False)  # one per core
+    assert file_writers(torch.device("cpu"), batch_size=1) == (1, False)
+
+
+def test_without_a_spare_core_each_batch_is_written_before_the_next_forward(
+    ckpt, tmp_path, monkeypatch
+):
+    import os
+
+    import torch
+
+    import fcn.predict
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for k in range(5):
+        write_image(inputs / f"im{k}.jpg", 40, 56, seed=k)
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cores)  # the forward takes them all
+    files_before_forward = []
+    real = fcn.predict.predict_masks
+
+    def spy(*args):
+        files_before_forward.append(len(list(out.glob("*.png")) + list(out.glob("*.jpg"))))
+        return real(*args)
+
+    monkeypatch.setattr(fcn.predict, "predict_masks", spy)
+    predict(predict_cfg(ckpt, inputs, out, "batch_size=2", "device=cpu"))
+    assert files_before_forward == [0, 4, 8]  # a mask and an overlay per image predicted
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.77, 1.0])
+def test_overlay_blends_class_colours_over_the_image(alpha):
+    import torch
+
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.integers(0, 256, (3, 17, 23), dtype=np.uint8))
+    table = np.asarray(voc_palette(), dtype=np.float64).reshape(-1, 3)
+    for mask in (rng.integers(0, 256, (17, 23)).astype(np.uint8), rng.integers(-5, 300, (17, 23))):
+        colour = table[np.clip(mask, 0, 255)]
+        pixels = image.permute(1, 2, 0).numpy().astype(np.float64)
+        exact = pixels + alpha * (colour - pixels)
+        got = overlay(image, torch.from_numpy(mask), alpha)
+        assert got.dtype == np.uint8 and got.shape == (17, 23, 3)
+        assert np.all((exact - 1 < got) & (got <= exact + 1e-9))  # rounded down
+        if alpha in (0.0, 1.0):  # the image itself, the colours themselves
+            assert np.array_equal(got, exact.astype(np.uint8))

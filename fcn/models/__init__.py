@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from fcn.errors import ConfigError
 from fcn.models.backbones import BACKBONES, build_backbone
 from fcn.models.fcn import FCN
 from fcn.models.heads import HEADS, FCNHead, bilinear_kernel
 
-__all__ = ["BACKBONES", "FCN", "FCNHead", "HEADS", "bilinear_kernel", "build_model"]
+__all__ = [
+    "BACKBONES",
+    "FCN",
+    "FCNHead",
+    "HEADS",
+    "bilinear_kernel",
+    "build_model",
+    "no_random_init",
+]
 
 
 def build_model(
@@ -41,3 +52,21 @@ def build_model(
     body: nn.Module = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
     score = FCNHead(head, body.channels, num_classes, learn_upsampling=learn_upsampling)
     return FCN(body, score, num_classes, backbone_name=backbone, head_name=head)
+
+
+class no_random_init(TorchFunctionMode):  # noqa: N801 (used as a context manager)
+    """`with no_random_init(): model = ...`: `torch.nn.init` calls and random draws into a
+    tensor (`normal_`, `uniform_`: what kaiming_normal_ & co. call directly) leave the tensor as
+    allocated. Only for models whose every weight is about to be loaded from a checkpoint:
+    their random initialisation would be thrown away (VGG-16: 1.4 s of a 1.6 s build on CPU).
+    Lightning's `init_module(empty_init=True)` skips `torch.nn.init`, but needs a Trainer or
+    Fabric.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return kwargs["tensor"] if "tensor" in kwargs else args[0]
+        if func in (torch.Tensor.normal_, torch.Tensor.uniform_):
+            return args[0]
+        return func(*args, **kwargs)
