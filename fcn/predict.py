@@ -4,16 +4,15 @@
 For each image writes `<stem>.png` (palette PNG, the model's class colours, the input's size,
 pixel value = class index) and `<stem>_overlay.jpg` (the prediction's colours blended over
 the image). The `eval` options (whole/slide, flip, scales) apply around whichever backend
-runs the network, so an exported model gives the masks fcn-eval scored. A DataLoader with
-workers decodes ahead, images of the same size go through the network together, and writer
-threads save the files (beside the next forward where a core is spare, else between
-forwards). Every input is listed and its header checked before anything is written, and
+runs the network, so an exported model gives the masks fcn-eval scored. A DataLoader decodes
+(in workers where cores are spare), images of the same size are batched, and several batches
+are in flight at once, each taken through network, argmax and file writing by its own thread
+(a "lane"). Every input is listed and its header checked before anything is written, and
 existing files are never overwritten unless `overwrite=true`.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,16 +37,19 @@ from fcn.images import (
 )
 from fcn.inference import InferenceOptions, predict_masks
 from fcn.known_warnings import ignore_known_warnings
+from fcn.predict_schedule import (
+    batch_size_for,
+    decoding_workers,
+    intra_op_threads,
+    pick_device,
+    prediction_lanes,
+)
 from fcn.resolvers import register_resolvers
 
 # The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
 # run cannot act on stay quiet (fcn/known_warnings.py).
 register_resolvers()
 ignore_known_warnings()
-
-# Written files waiting in the writers' queue before prediction waits for them, when writing
-# runs beside the forward.
-MAX_PENDING_WRITES = 16
 
 
 class ImageFiles(Dataset):
@@ -84,48 +86,6 @@ def _as_list(items: list) -> list:
     return items
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a torch device: use auto, cpu or cuda") from None
-
-
-def _cores() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores or 1
-
-
-def spare_cores(device: torch.device) -> int:
-    """Cores a forward on `device` leaves free: all of them beside a GPU; on CPU those torch's
-    own threads do not use."""
-    return _cores() if device.type != "cpu" else max(0, _cores() - torch.get_num_threads())
-
-
-def decoding_workers(cfg: DictConfig, device: torch.device) -> int:
-    """`num_workers`, or for `auto`: 2 beside a GPU; on CPU as many (at most 2) as there are
-    spare cores. A worker's decoding on the forward's cores costs more than it saves
-    (2 workers on 2 busy cores: -18% images/s)."""
-    value = cfg.get("num_workers")
-    if value != "auto":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"num_workers must be auto or an integer >= 0, got {value!r}")
-        return value
-    return 2 if device.type != "cpu" else min(2, spare_cores(device))
-
-
-def file_writers(device: torch.device, batch_size: int) -> tuple[int, bool]:
-    """(writer threads, whether writing overlaps the next forward). With a spare core one
-    writer runs beside the forward. Without one, a writer would take turns with the forward's
-    threads on their cores and stall all of them (-9% forward speed measured on 2 cores): each
-    batch's files are then written between forwards, on up to one thread per core."""
-    if spare_cores(device) > 0:
-        return 1, True
-    return min(batch_size, _cores()), False
-
-
 def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> int:
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -138,11 +98,9 @@ def predict(cfg: DictConfig) -> list[Path]:
     started = time.perf_counter()
     options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
     max_pixels = _positive_int(cfg, "max_pixels")
-    batch_size = _positive_int(cfg, "batch_size")
     device = pick_device(str(cfg.get("device", "auto")))
+    batch_size = batch_size_for(cfg, device)
     num_workers = decoding_workers(cfg, device)
-    writers, overlap = file_writers(device, batch_size)
-    max_pending = MAX_PENDING_WRITES if overlap else 0
     alpha = float(cfg.get("overlay_alpha", 0.5))
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"overlay_alpha={alpha} must be within [0, 1]")
@@ -171,6 +129,19 @@ def predict(cfg: DictConfig) -> list[Path]:
         pin_memory=device.type == "cuda",
     )
     colours = loaded.info.colour_table()
+
+    def run_lane(group: list[tuple[int, torch.Tensor]]) -> list[Path]:
+        """One batch of decoded images through the network to its two files per image."""
+        images = torch.stack([image for _, image in group]).to(device, non_blocking=True)
+        masks = predict_masks(loaded.network, images, options)
+        paths = []
+        for (index, image), mask in zip(group, masks, strict=True):
+            mask_path, overlay_path = output_paths(inputs[index], output_dir)
+            _write(image, mask, mask_path, overlay_path, alpha, colours)
+            paths.append(mask_path)
+        return paths
+
+    lanes, threads = prediction_lanes(device, loaded.backend)
     written: list[Path] = []
     pending: deque[Future] = deque()
     bar = tqdm(
@@ -181,7 +152,7 @@ def predict(cfg: DictConfig) -> list[Path]:
         # images/s even below 1 (tqdm's own rate turns into s/img there)
         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]",
     )
-    with ThreadPoolExecutor(max_workers=writers) as writer, bar:
+    with ThreadPoolExecutor(lanes) as pool, intra_op_threads(threads), bar:
         for items in loader:
             for _, item in items:
                 if isinstance(item, DataError):
@@ -189,18 +160,13 @@ def predict(cfg: DictConfig) -> list[Path]:
             # A header that disagreed with the decoded size: those images one at a time.
             same = len({tuple(image.shape) for _, image in items}) == 1
             for group in [items] if same else [[item] for item in items]:
-                images = torch.stack([image for _, image in group]).to(device, non_blocking=True)
-                masks = predict_masks(loaded.network, images, options)
-                for (index, image), mask in zip(group, masks, strict=True):
-                    mask_path, overlay_path = output_paths(inputs[index], output_dir)
-                    job = (image, mask, mask_path, overlay_path, alpha, colours)
-                    pending.append(writer.submit(_write, *job))
-                    written.append(mask_path)
-            while len(pending) > max_pending:
-                pending.popleft().result()
-            bar.update(len(items))
+                pending.append(pool.submit(run_lane, group))
+            while len(pending) > lanes:  # decoding stays at most one batch per lane ahead
+                written += pending.popleft().result()  # a failed batch raises here
+                bar.update(len(written) - bar.n)
         for future in pending:
-            future.result()  # a failed write raises here
+            written += future.result()
+            bar.update(len(written) - bar.n)
     seconds = time.perf_counter() - started
     print(
         f"predicted {len(written)} images in {seconds:.1f} s ({len(written) / seconds:.2f} "

@@ -1,13 +1,14 @@
 """fcn-predict throughput for scripts/benchmark.py (section `predict`).
 
-  predict_images_per_s_torch  fcn-predict end to end (decoding workers as `auto` picks,
-                              same-size batches of 4, network, argmax, palette PNG + JPEG
+  predict_images_per_s_torch  fcn-predict end to end with its defaults (batch_size and
+                              num_workers auto, lanes; network, argmax, palette PNG + JPEG
                               overlay written) over a folder of VOC val JPEGs,
                               FCN-8s/ResNet-18 checkpoint
   predict_images_per_s_onnx   the same with backend=onnx (the model exported by fcn-export)
   predict_to_forward_ratio    predict_images_per_s_torch / a bare no_grad forward of the same
                               images (decoded and normalised beforehand, in the same-size
-                              batches fcn-predict forms)                          target >= 0.85
+                              batches fcn-predict forms, one after another on all of
+                              torch's threads)                                     target >= 0.85
 
 Bare forward and fcn-predict are measured alternately in the same process, rounds apart, and
 each side's median is kept. "End to end" is the `predict()` call: checking every header,
@@ -24,8 +25,8 @@ from typing import Any
 from bench_common import REPO_ROOT, log
 
 NUM_IMAGES = {False: 40, True: 2}  # full, --quick
-ROUNDS = {False: 3, True: 1}
-BATCH_SIZE = 4  # conf/predict.yaml's batch_size
+# 5: the median of 3 rounds still moved by +-0.02 in the ratio between runs on 2 idle cores.
+ROUNDS = {False: 5, True: 1}
 
 
 def _checkpoint(num_classes: int, work: Path) -> Path:
@@ -93,16 +94,18 @@ def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict
     from fcn.inference import load_segmentation_module
     from fcn.modelinfo import ModelInfo
     from fcn.predict import same_size_batches
+    from fcn.predict_schedule import batch_size_for
 
     ckpt = _checkpoint(num_classes, work)
     paths = _image_folder(root, NUM_IMAGES[quick], work)
     folder, count = paths[0].parent, len(paths)
     module = load_segmentation_module(ckpt)
     model = module.model.eval()
-    # The bare forward gets the batches fcn-predict makes (same size, up to 4), so the ratio
-    # is what decoding, argmax and writing cost, not what batching gains.
+    # The bare forward gets the batches fcn-predict makes (batch_size=auto on CPU), so the
+    # ratio is what decoding, argmax, writing and scheduling cost or gain, not what batching does.
+    batch_size = batch_size_for({"batch_size": "auto"}, torch.device("cpu"))
     images = [normalize_image(read_rgb(p)) for p in paths]
-    batches = same_size_batches([tuple(x.shape[-2:]) for x in images], BATCH_SIZE)
+    batches = same_size_batches([tuple(x.shape[-2:]) for x in images], batch_size)
     tensors = [torch.stack([images[i] for i in batch]) for batch in batches]
     _bare_forward(model, tensors)  # warm-up: oneDNN sets up every size once
     onnx: Path | None = work / "predict_bench.onnx"
@@ -128,10 +131,11 @@ def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict
         "predict_forward_images_per_s": count / statistics.median(bare),
         "predict_to_forward_ratio": statistics.median(bare) / statistics.median(torch_s),
         "predict_setup": (
-            f"fcn-predict (defaults: num_workers=auto, batch_size 4, whole images, device=cpu) "
+            f"fcn-predict (defaults: num_workers=auto, batch_size=auto ({batch_size}), whole "
+            "images, device=cpu) "
             f"over {count} val JPEGs of {root}, FCN-8s/ResNet-18 with {num_classes} classes, vs a "
             f"bare no_grad forward of the decoded images in the same batches ({len(batches)} "
-            f"batches of one size, up to {BATCH_SIZE}); median of "
+            f"batches of one size, up to {batch_size}); median of "
             f"{ROUNDS[quick]} alternating rounds after a warm-up forward"
         ),
     }

@@ -17,7 +17,13 @@ from test_export import exported_model
 from fcn.classes import voc_palette
 from fcn.errors import CheckpointError, ConfigError, DataError
 from fcn.images import overlay
-from fcn.predict import decoding_workers, file_writers, predict, same_size_batches
+from fcn.predict import predict, same_size_batches
+from fcn.predict_schedule import (
+    batch_size_for,
+    decoding_workers,
+    intra_op_threads,
+    prediction_lanes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +207,7 @@ def test_backend_and_model_mismatches_are_config_errors(ckpt, tmp_path):
         predict(predict_cfg(ckpt, image, out, "backend=tflite"))
     with pytest.raises(CheckpointError, match=r"model=.*none.pt2: no such file"):
         predict(predict_cfg(None, image, out, "backend=exported_program", "model=none.pt2"))
-    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="batch_size must be auto or an integer >= 1"):
         predict(predict_cfg(ckpt, image, out, "batch_size=0"))
     assert not out.exists()
 
@@ -222,23 +228,25 @@ def test_auto_decoding_workers_only_on_cores_the_forward_leaves_free(monkeypatch
         decoding_workers(OmegaConf.create({"num_workers": "two"}), cpu)
 
 
-def test_writers_run_beside_the_forward_only_on_a_spare_core(monkeypatch):
+def test_lanes_split_torch_threads_on_cpu_and_overlap_writing_on_gpu(monkeypatch):
     import torch
 
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert file_writers(torch.device("cpu"), batch_size=4) == (1, True)
-    assert file_writers(torch.device("cuda"), batch_size=4) == (1, True)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert file_writers(torch.device("cpu"), batch_size=4) == (2, False)  # one per core
-    assert file_writers(torch.device("cpu"), batch_size=1) == (1, False)
+    assert prediction_lanes(cpu, "torch") == (2, 1)  # 2 lanes of 1 thread
+    assert prediction_lanes(cpu, "exported_program") == (2, 1)
+    assert prediction_lanes(cpu, "onnx") == (1, 2)  # ONNX Runtime threads itself
+    assert prediction_lanes(cuda, "torch") == (2, 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert prediction_lanes(cpu, "torch") == (4, 4)  # at most 4 batches' activations at once
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert prediction_lanes(cpu, "torch") == (1, 1)
+    auto = {"batch_size": "auto"}
+    assert batch_size_for(auto, cpu) == 1 and batch_size_for(auto, cuda) == 4
+    assert batch_size_for({"batch_size": 3}, cpu) == 3
 
 
-def test_without_a_spare_core_each_batch_is_written_before_the_next_forward(
-    ckpt, tmp_path, monkeypatch
-):
-    import os
-
+def test_cpu_lanes_run_single_threaded_and_threads_come_back(ckpt, tmp_path, monkeypatch):
     import torch
 
     import fcn.predict
@@ -246,19 +254,21 @@ def test_without_a_spare_core_each_batch_is_written_before_the_next_forward(
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     for k in range(5):
-        write_image(inputs / f"im{k}.jpg", 40, 56, seed=k)
-    cores = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(torch, "get_num_threads", lambda: cores)  # the forward takes them all
-    files_before_forward = []
+        write_image(inputs / f"im{k}.jpg", 40, 56 + 8 * (k % 2), seed=k)
+    threads_in_lanes = []
     real = fcn.predict.predict_masks
 
     def spy(*args):
-        files_before_forward.append(len(list(out.glob("*.png")) + list(out.glob("*.jpg"))))
+        threads_in_lanes.append(torch.get_num_threads())
         return real(*args)
 
     monkeypatch.setattr(fcn.predict, "predict_masks", spy)
-    predict(predict_cfg(ckpt, inputs, out, "batch_size=2", "device=cpu"))
-    assert files_before_forward == [0, 4, 8]  # a mask and an overlay per image predicted
+    with intra_op_threads(2):
+        written = predict(predict_cfg(ckpt, inputs, out, "device=cpu", "progress=true"))
+        assert torch.get_num_threads() == 2  # restored
+    assert threads_in_lanes == [1] * 5  # batch_size auto: one image per forward on CPU
+    assert [p.name for p in written] == [f"im{k}.png" for k in (0, 2, 4, 1, 3)]
+    assert len(list(out.glob("*_overlay.jpg"))) == 5
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.77, 1.0])
