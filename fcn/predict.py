@@ -99,12 +99,12 @@ def predict(cfg: DictConfig) -> list[Path]:
     options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
     max_pixels = _positive_int(cfg, "max_pixels")
     device = pick_device(str(cfg.get("device", "auto")))
-    batch_size = batch_size_for(cfg, device)
     num_workers = decoding_workers(cfg, device)
     alpha = float(cfg.get("overlay_alpha", 0.5))
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"overlay_alpha={alpha} must be within [0, 1]")
     model_file, backend, key = configured_model(cfg)
+    batch_size = batch_size_for(cfg, device, backend)
 
     # Everything that can be checked is checked before the first file is written.
     inputs = list_inputs(cfg.get("input"))

@@ -49,12 +49,13 @@ def decoding_workers(cfg: Mapping[str, Any], device: torch.device) -> int:
     return 2 if device.type != "cpu" else min(2, spare_cores(device))
 
 
-def batch_size_for(cfg: Mapping[str, Any], device: torch.device) -> int:
-    """`batch_size`, or for `auto`: 4 beside a GPU, 1 on CPU (there a batch of 4 VOC images
-    runs 7-14% slower per image than one at a time: its activations outgrow the caches)."""
+def batch_size_for(cfg: Mapping[str, Any], device: torch.device, backend: str) -> int:
+    """`batch_size`, or for `auto`: 1 where torch runs the network on CPU (there a batch of 4
+    VOC images runs 7-14% slower per image than one at a time: its activations outgrow the
+    caches), else 4 (ONNX Runtime on CPU: 5% faster per image than 1)."""
     value = cfg.get("batch_size")
     if value == "auto":
-        return 4 if device.type != "cpu" else 1
+        return 1 if device.type == "cpu" and backend != "onnx" else 4
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"batch_size must be auto or an integer >= 1, got {value!r}")
     return value

@@ -103,7 +103,7 @@ def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict
     model = module.model.eval()
     # The bare forward gets the batches fcn-predict makes (batch_size=auto on CPU), so the
     # ratio is what decoding, argmax, writing and scheduling cost or gain, not what batching does.
-    batch_size = batch_size_for({"batch_size": "auto"}, torch.device("cpu"))
+    batch_size = batch_size_for({"batch_size": "auto"}, torch.device("cpu"), "torch")
     images = [normalize_image(read_rgb(p)) for p in paths]
     batches = same_size_batches([tuple(x.shape[-2:]) for x in images], batch_size)
     tensors = [torch.stack([images[i] for i in batch]) for batch in batches]

@@ -242,8 +242,9 @@ def test_lanes_split_torch_threads_on_cpu_and_overlap_writing_on_gpu(monkeypatch
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert prediction_lanes(cpu, "torch") == (1, 1)
     auto = {"batch_size": "auto"}
-    assert batch_size_for(auto, cpu) == 1 and batch_size_for(auto, cuda) == 4
-    assert batch_size_for({"batch_size": 3}, cpu) == 3
+    assert batch_size_for(auto, cpu, "torch") == 1 and batch_size_for(auto, cuda, "torch") == 4
+    assert batch_size_for(auto, cpu, "onnx") == 4
+    assert batch_size_for({"batch_size": 3}, cpu, "torch") == 3
 
 
 def test_cpu_lanes_run_single_threaded_and_threads_come_back(ckpt, tmp_path, monkeypatch):
