@@ -203,7 +203,7 @@ def load_segmentation_module(path: str | Path):
     made = f"a {hp.get('backbone')}/{hp.get('head')} FCN with {hp.get('num_classes')} classes"
     try:
         # Random weights are not drawn: the strict load below sets every one of them (the
-        # model keeps no tensor outside its state dict; tests/test_checkpoints.py checks).
+        # model keeps no tensor outside its state dict; tests/test_models.py checks).
         with no_random_init():
             module = SegmentationModule(**hp)
     except FCNError as err:  # e.g. an unknown backbone name in the hyper-parameters
