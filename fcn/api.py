@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fcn.backends import LoadedModel, load_model
-from fcn.errors import DataError
-from fcn.images import check_image, colour_mask, overlay, read_rgb
-from fcn.inference import InferenceOptions, predict_masks
-from fcn.modelinfo import ModelInfo
+from fcn.core.classes import colour_mask
+from fcn.core.errors import DataError
+from fcn.deploy.image_files import check_image, overlay, read_rgb
+from fcn.deploy.inference import InferenceOptions, predict_masks
+from fcn.deploy.model_files import LoadedModel, load_model
+from fcn.deploy.model_info import ModelInfo
 
 # Paths are refused above this many pixels before decoding, as fcn-predict's default does.
 MAX_PIXELS = 40_000_000

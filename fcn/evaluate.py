@@ -15,24 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fcn.backends import configured_model, load_model
-from fcn.errors import ConfigError, exit_on_user_error
-from fcn.inference import InferenceOptions, predict_logits
-from fcn.known_warnings import ignore_known_warnings
-from fcn.metrics import SegmentationMetrics, argmax_classes
-from fcn.resolvers import register_resolvers
-from fcn.visualize import prediction_grid, prediction_row
-
-# The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
-# run cannot act on stay quiet (fcn/known_warnings.py).
-register_resolvers()
-ignore_known_warnings()
+from fcn.cli.entry import hydra_entry
+from fcn.core.errors import ConfigError
+from fcn.deploy.inference import InferenceOptions, predict_logits
+from fcn.deploy.model_files import configured_model, load_model
+from fcn.training.figures import prediction_grid, prediction_row
+from fcn.training.metrics import SegmentationMetrics, argmax_classes
 
 
 class Evaluator(L.LightningModule):
@@ -198,11 +191,9 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra_entry("eval")
 def main(cfg: DictConfig) -> None:
-    # Bad input (checkpoint, data, options) is one line on stderr and exit status 2.
-    with exit_on_user_error():
-        evaluate(cfg)
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

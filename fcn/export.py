@@ -3,7 +3,7 @@
 
 The export maps `N x 3 x H x W` ImageNet-normalised float images to `N x C x H x W` logits
 for any H, W (batch, height and width are dynamic) and carries the model's metadata
-(fcn.modelinfo). After writing it, its logits are compared with PyTorch's at `check_sizes`;
+(fcn.deploy.model_info). After writing it, its logits are compared with PyTorch's at `check_sizes`;
 with `verify_split`, both models also predict every image of that split with the `eval`
 options and the export fails (exit 2, both numbers shown) when mIoU or the masks differ.
 """
@@ -13,33 +13,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from fcn.backends import load_model
-from fcn.errors import ConfigError, exit_on_user_error
-from fcn.exporters import FORMATS, write_export
-from fcn.inference import InferenceOptions, load_segmentation_module
-from fcn.known_warnings import ignore_known_warnings
-from fcn.modelinfo import ModelInfo
-from fcn.resolvers import register_resolvers
-from fcn.verify import ExportError, check_comparison, compare_on_split
-
-# The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
-# run cannot act on stay quiet (fcn/known_warnings.py).
-register_resolvers()
-ignore_known_warnings()
+from fcn.cli.entry import hydra_entry
+from fcn.core.errors import ConfigError
+from fcn.deploy.exporters import FORMATS, write_export
+from fcn.deploy.inference import InferenceOptions
+from fcn.deploy.model_files import load_model, rebuild_module
+from fcn.deploy.model_info import ModelInfo
+from fcn.deploy.parity import ExportError, check_comparison, compare_on_split
+from fcn.deploy.runtimes import load_torchscript
 
 __all__ = ["ExportError", "check_parity", "export", "load_exported"]
 
 
 def load_exported(path: Path, fmt: str) -> nn.Module:
-    """The network in an exported file, on the CPU."""
+    """The network in a file this export has just written, on the CPU."""
     if fmt == "torchscript":
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        return load_torchscript(path)
     return load_model(path, backend=fmt).network
 
 
@@ -80,7 +74,7 @@ def export(cfg: DictConfig) -> Path:
     if split and fmt == "torchscript":
         raise ConfigError("verify_split works for format=exported_program or onnx, not torchscript")
     options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
-    module = load_segmentation_module(cfg.get("ckpt_path"))
+    module = rebuild_module(cfg.get("ckpt_path"))
     default = Path(cfg.paths.output_dir) / f"model{FORMATS[fmt]}"
     path = Path(cfg.get("output") or default).expanduser()
     if path.exists() and not cfg.get("overwrite", False):
@@ -144,12 +138,9 @@ def verify_on_split(
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra_entry("export")
 def main(cfg: DictConfig) -> None:
-    # Bad input (checkpoint, format, output) and a failed parity check are one line on
-    # stderr and exit status 2.
-    with exit_on_user_error():
-        export(cfg)
+    export(cfg)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,16 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from fcn.backends import configured_model, load_model
-from fcn.errors import ConfigError, DataError, exit_on_user_error
-from fcn.images import (
+from fcn.cli.entry import hydra_entry
+from fcn.core.errors import ConfigError, DataError
+from fcn.core.validate import whole_number
+from fcn.deploy.image_files import (
     check_image,
     list_inputs,
     output_paths,
@@ -35,21 +35,15 @@ from fcn.images import (
     read_rgb,
     save_mask,
 )
-from fcn.inference import InferenceOptions, predict_masks
-from fcn.known_warnings import ignore_known_warnings
-from fcn.predict_schedule import (
+from fcn.deploy.inference import InferenceOptions, predict_masks
+from fcn.deploy.model_files import configured_model, load_model
+from fcn.deploy.prediction_lanes import (
     batch_size_for,
     decoding_workers,
     intra_op_threads,
     pick_device,
     prediction_lanes,
 )
-from fcn.resolvers import register_resolvers
-
-# The config files use fcn's resolvers (sweep job names, --help); dependency warnings that a
-# run cannot act on stay quiet (fcn/known_warnings.py).
-register_resolvers()
-ignore_known_warnings()
 
 
 class ImageFiles(Dataset):
@@ -86,18 +80,11 @@ def _as_list(items: list) -> list:
     return items
 
 
-def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> int:
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def predict(cfg: DictConfig) -> list[Path]:
     """Predict every input of `cfg.input`; returns the mask paths written."""
     started = time.perf_counter()
     options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
-    max_pixels = _positive_int(cfg, "max_pixels")
+    max_pixels = whole_number(cfg.get("max_pixels"), "max_pixels")
     device = pick_device(str(cfg.get("device", "auto")))
     num_workers = decoding_workers(cfg, device)
     alpha = float(cfg.get("overlay_alpha", 0.5))
@@ -200,11 +187,9 @@ def _write(
     Image.fromarray(overlay(image, mask, alpha, colours)).save(overlay_path, quality=90)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra_entry("predict")
 def main(cfg: DictConfig) -> None:
-    # Bad input (model, files, options) is one line on stderr and exit status 2.
-    with exit_on_user_error():
-        predict(cfg)
+    predict(cfg)
 
 
 if __name__ == "__main__":

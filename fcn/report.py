@@ -1,6 +1,6 @@
 """`fcn-report <sweep dir>` (or `python -m fcn.report <sweep dir>`): one table for a sweep.
 
-Reads every job's `result.json` (fcn/sweep.py), groups the jobs by the swept keys other than
+Reads every job's `result.json` (fcn/jobs/job_record.py), groups the jobs by the swept keys other than
 `seed` (the keys whose value differs between jobs), and reports each final metric as
 mean ± sample std (ddof=1) over the group's finished jobs, with n, best group first. Writes
 `report.csv`, `report.md` and `report.png` (bar chart with error bars) into the sweep dir.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn.errors import ConfigError, exit_on_user_error
-from fcn.sweep import RESULT_FILE, read_result
+from fcn.core.errors import ConfigError, exit_on_user_error
+from fcn.jobs.job_record import RESULT_FILE, read_result
 
 PRIMARY = "best_val_mIoU"
 # shown when present; report.csv has the same columns (result.json holds more)

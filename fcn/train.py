@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 from pathlib import Path
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -15,29 +13,19 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from fcn.callbacks import InterruptCheckpoint
-from fcn.checkpoints import AtomicCheckpointIO, check_checkpoint, resolve_resume
-from fcn.cluster import JobSignals
-from fcn.distributed import (
+from fcn.cli.entry import hydra_entry
+from fcn.deploy.model_files import check_checkpoint
+from fcn.jobs.distributed import (
     check_same_config,
     install_hydra_ddp_launcher,
     launched_ranks_cleanup,
     sync_batchnorm_supported,
 )
-from fcn.errors import exit_on_user_error
-from fcn.known_warnings import ignore_known_warnings
-from fcn.loggers import log_location, log_run_end
-from fcn.resolvers import register_resolvers
-from fcn.sweep import JobRecord, last_val_metrics, start_job
-
-# The config files use fcn's resolvers (sweep job names, --help) and its resumable Optuna
-# sweeper; dependency warnings that a run cannot act on stay quiet (fcn/known_warnings.py).
-register_resolvers()
-with contextlib.suppress(ImportError):  # hydra-optuna-sweeper is an optional package
-    from hydra_plugins.fcn_optuna_sweeper import register
-
-    register()
-ignore_known_warnings()
+from fcn.jobs.job_record import JobRecord, last_val_metrics, start_job
+from fcn.jobs.signals import JobSignals
+from fcn.training.callbacks import InterruptCheckpoint
+from fcn.training.checkpoint_io import AtomicCheckpointIO, resolve_resume
+from fcn.training.loggers import log_location, log_run_end
 
 # Launched DDP ranks run this file too: only rank 0 talks.
 say = rank_zero_only(print)
@@ -194,11 +182,9 @@ def _flat_hparams(cfg: DictConfig) -> dict:
     return flat
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra_entry("train")
 def main(cfg: DictConfig) -> float:
-    # Hydra reports task errors with a traceback; bad input gets one line and exit status 2.
-    with exit_on_user_error():
-        return train(cfg)
+    return train(cfg)
 
 
 if __name__ == "__main__":

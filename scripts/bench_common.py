@@ -180,7 +180,7 @@ def make_trainer(root: Path, **kw: Any):
 
 
 def make_module(num_classes: int, head: str = HEAD):
-    from fcn.module import SegmentationModule
+    from fcn.training.module import SegmentationModule
 
     # conf/optimizer/sgd.yaml and conf/scheduler/poly.yaml
     return SegmentationModule(
@@ -216,7 +216,7 @@ class PlainStepper:
     (conf/optimizer/sgd.yaml) and per-step poly schedule (conf/scheduler/poly.yaml)."""
 
     def __init__(self, model, total_steps: int) -> None:
-        from fcn.optim import build_optimizer, build_scheduler
+        from fcn.training.optim import build_optimizer, build_scheduler
 
         opt_cfg = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}
         self.model = model.train()
@@ -228,7 +228,7 @@ class PlainStepper:
     def step(self, images, masks) -> float:
         import torch.nn.functional as F
 
-        from fcn.classes import VOID_INDEX
+        from fcn.core.classes import VOID_INDEX
 
         loss = F.cross_entropy(self.model(images), masks.long(), ignore_index=VOID_INDEX)
         self.optimizer.zero_grad()

@@ -33,7 +33,7 @@ def _checkpoint(num_classes: int, work: Path) -> Path:
     """A default-run FCN-8s/ResNet-18 (random weights: speed does not depend on them)."""
     import torch
 
-    from fcn.module import SegmentationModule
+    from fcn.training.module import SegmentationModule
 
     torch.manual_seed(0)
     module = SegmentationModule("resnet18", "fcn8s", num_classes)
@@ -87,19 +87,19 @@ def _bare_forward(model, tensors: list) -> float:
 def bench_predict(quick: bool, root: Path, num_classes: int, work: Path) -> dict[str, Any]:
     import torch
 
-    from fcn.data.transforms import normalize_image
-    from fcn.errors import FCNError
-    from fcn.exporters import write_export
-    from fcn.images import read_rgb
-    from fcn.inference import load_segmentation_module
-    from fcn.modelinfo import ModelInfo
+    from fcn.core.errors import FCNError
+    from fcn.core.normalization import normalize_image
+    from fcn.deploy.exporters import write_export
+    from fcn.deploy.image_files import read_rgb
+    from fcn.deploy.model_files import rebuild_module
+    from fcn.deploy.model_info import ModelInfo
+    from fcn.deploy.prediction_lanes import batch_size_for
     from fcn.predict import same_size_batches
-    from fcn.predict_schedule import batch_size_for
 
     ckpt = _checkpoint(num_classes, work)
     paths = _image_folder(root, NUM_IMAGES[quick], work)
     folder, count = paths[0].parent, len(paths)
-    module = load_segmentation_module(ckpt)
+    module = rebuild_module(ckpt)
     model = module.model.eval()
     # The bare forward gets the batches fcn-predict makes (batch_size=auto on CPU), so the
     # ratio is what decoding, argmax, writing and scheduling cost or gain, not what batching does.

@@ -20,12 +20,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from fcn.core.errors import DataError, exit_on_user_error  # noqa: E402
 from fcn.data.transforms import EvalTransform  # noqa: E402
 from fcn.data.voc import VOCSegmentation  # noqa: E402
-from fcn.errors import DataError, exit_on_user_error  # noqa: E402
-from fcn.inference import load_segmentation_module  # noqa: E402
-from fcn.metrics import argmax_classes  # noqa: E402
-from fcn.visualize import prediction_grid, prediction_row  # noqa: E402
+from fcn.deploy.model_files import rebuild_module  # noqa: E402
+from fcn.training.figures import prediction_grid, prediction_row  # noqa: E402
+from fcn.training.metrics import argmax_classes  # noqa: E402
 
 
 def figure(
@@ -38,7 +38,7 @@ def figure(
     split: str = "val",
 ) -> torch.Tensor:
     """The 3 x H x W uint8 picture for `ids` (or `count` ids of `split`, every `stride`-th)."""
-    module = load_segmentation_module(ckpt)
+    module = rebuild_module(ckpt)
     num_classes = int(module.hparams.num_classes)
     dataset = VOCSegmentation(root, split, "SegmentationClass", num_classes, EvalTransform())
     wanted = ids or dataset.ids[::stride][:count]

@@ -16,8 +16,8 @@ from test_evaluate import predict_cfg, trained_checkpoint
 from test_export import exported_model
 
 from fcn import load_segmenter
-from fcn.classes import voc_colormap
-from fcn.errors import ConfigError, DataError
+from fcn.core.classes import voc_colormap
+from fcn.core.errors import ConfigError, DataError
 from fcn.predict import predict
 
 

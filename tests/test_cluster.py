@@ -28,10 +28,10 @@ from hydra import compose, initialize_config_dir
 from test_scaleout import CONF, SUMMARY, _compose, cli_env, ok, tiny
 from torch.utils.data import DataLoader, Dataset
 
-from fcn.cluster import JobSignals, worker_init
-from fcn.errors import ConfigError
+from fcn.core.errors import ConfigError
+from fcn.jobs.job_record import RESULT_FILE, continue_job
+from fcn.jobs.signals import JobSignals, worker_init
 from fcn.report import write_report
-from fcn.sweep import RESULT_FILE, continue_job
 from fcn.train import train
 
 SLURM = [
@@ -232,7 +232,7 @@ def test_resumable_optuna_uses_optuna_sweeper_impl_attributes():
 
 # ---- job records --------------------------------------------------------------------------------
 def test_continue_job_skips_finished_resumes_last_and_refuses_another_job(tmp_path, monkeypatch):
-    monkeypatch.setattr("fcn.sweep.job_overrides", lambda: ["head=fcn8s", "seed=1"])
+    monkeypatch.setattr("fcn.jobs.job_record.job_overrides", lambda: ["head=fcn8s", "seed=1"])
     job = tmp_path / "job"
     assert continue_job(job, None) == (None, None)  # fresh
     (job / "checkpoints").mkdir(parents=True)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fcn.classes import VOID_COLOR, VOID_INDEX, voc_colormap, voc_palette
+from fcn.core.classes import VOID_COLOR, VOID_INDEX, voc_colormap, voc_palette
+from fcn.core.errors import ConfigError, DataError
 from fcn.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -24,7 +25,6 @@ from fcn.data import (
     read_label,
 )
 from fcn.data.synthetic import main as synthetic_main
-from fcn.errors import ConfigError, DataError
 
 NUM_SYN = len(SYNTHETIC_CLASSES)
 

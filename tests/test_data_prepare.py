@@ -27,10 +27,10 @@ from PIL import Image
 from scipy.io import savemat
 from scipy.sparse import csc_matrix
 
-from fcn.classes import VOID_INDEX, voc_palette
+from fcn.core.classes import VOID_INDEX, voc_palette
+from fcn.core.errors import ConfigError
 from fcn.data.archives import SBD, VOC2012, Checksum
 from fcn.data.prepare import main as fcn_data
-from fcn.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

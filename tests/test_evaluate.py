@@ -15,12 +15,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from fcn.core.errors import CheckpointError, ConfigError, DataError
 from fcn.data import VOCDataModule
-from fcn.errors import CheckpointError, ConfigError, DataError
+from fcn.deploy.inference import InferenceOptions, predict_logits, window_starts
 from fcn.evaluate import evaluate
-from fcn.inference import InferenceOptions, predict_logits, window_starts
-from fcn.module import SegmentationModule
 from fcn.predict import predict
+from fcn.training.module import SegmentationModule
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -141,10 +141,9 @@ def test_slide_and_flip_average_exactly_with_a_pointwise_model():
 
 def test_loaded_checkpoint_holds_every_saved_weight(ckpt):
     # Built under no_random_init: every weight must come from the file, none left as allocated.
-    from fcn.checkpoints import load_checkpoint
-    from fcn.inference import load_segmentation_module
+    from fcn.deploy.model_files import load_checkpoint, rebuild_module
 
-    module = load_segmentation_module(ckpt)
+    module = rebuild_module(ckpt)
     saved = load_checkpoint(ckpt)["state_dict"]
     for name, tensor in module.state_dict().items():
         assert torch.equal(tensor, saved[name]), name
@@ -152,9 +151,9 @@ def test_loaded_checkpoint_holds_every_saved_weight(ckpt):
 
 
 def test_slide_with_a_window_covering_the_image_equals_whole(ckpt):
-    from fcn.inference import load_segmentation_module
+    from fcn.deploy.model_files import rebuild_module
 
-    model = load_segmentation_module(ckpt).model
+    model = rebuild_module(ckpt).model
     images = torch.randn(1, 3, 97, 131)
     whole = predict_logits(model, images, InferenceOptions())
     covering = InferenceOptions(mode="slide", window=(128, 160), stride=(64, 64))

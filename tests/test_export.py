@@ -22,14 +22,13 @@ from hydra import compose, initialize_config_dir
 from test_evaluate import CONF, NUM_CLASSES, trained_checkpoint
 
 import fcn.export
-from fcn.backends import OnnxNetwork, check_pt2_archive, load_model
-from fcn.errors import CheckpointError, ConfigError, FCNError
+from fcn.core.errors import CheckpointError, ConfigError, FCNError
+from fcn.deploy.exporters import FORMATS, capture_program, save_onnx
+from fcn.deploy.model_files import OnnxNetwork, check_pt2_archive, load_model, rebuild_module
+from fcn.deploy.model_info import ModelInfo, hyper_parameters_sha256
+from fcn.deploy.parity import ExportError
 from fcn.export import check_parity, export
-from fcn.exporters import FORMATS, capture_program, save_onnx
-from fcn.inference import load_segmentation_module
-from fcn.modelinfo import ModelInfo, config_hash
 from fcn.models import build_model
-from fcn.verify import ExportError
 
 # The Show sizes: two off the 32 grid (one a portrait VOC image), one at 32 px (a 1 x 1
 # stride-32 map, which needs capture_program's backed_size_oblivious).
@@ -169,7 +168,7 @@ def test_export_carries_metadata_checks_parity_and_verifies(fmt, ckpt, tiny_voc,
     else:
         meta = check_pt2_archive(path)  # the extra file fcn.json, read without loading
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
-    assert meta["config_sha256"] == config_hash(stored) and len(meta["config_sha256"]) == 64
+    assert meta["config_sha256"] == hyper_parameters_sha256(stored) and len(meta["config_sha256"]) == 64
     assert meta["num_classes"] == "6" and '"triangle"' in meta["class_names"]
     assert json.loads(meta["palette"])[1] == [128, 0, 0] and meta["format"] == fmt
     assert (meta["backbone"], meta["head"]) == ("resnet18", "fcn8s")
@@ -178,7 +177,7 @@ def test_export_carries_metadata_checks_parity_and_verifies(fmt, ckpt, tiny_voc,
 
 def test_parity_check_fails_for_another_model(ckpt, tiny_voc, tmp_path_factory):
     path, _ = exported_model(tmp_path_factory, ckpt, tiny_voc, "onnx")
-    model = load_segmentation_module(ckpt).model
+    model = rebuild_module(ckpt).model
     torch.manual_seed(1)
     for p in model.head.parameters():
         p.data.add_(torch.randn_like(p))

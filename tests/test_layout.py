@@ -31,4 +31,4 @@ def _imported_modules(path: Path) -> set[str]:
 
 def test_data_imports_nothing_from_the_rank_launcher():
     for path in _python_files("fcn/data"):
-        assert "fcn.distributed" not in _imported_modules(path), path.relative_to(REPO_ROOT)
+        assert "fcn.jobs.distributed" not in _imported_modules(path), path.relative_to(REPO_ROOT)

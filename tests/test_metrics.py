@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fcn.metrics import (
+from fcn.training.metrics import (
     MeanPixelLoss,
     SegmentationMetrics,
     argmax_classes,

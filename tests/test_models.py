@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 import fcn.models.backbones as backbones_mod
-from fcn.errors import CheckpointError, ConfigError
+from fcn.core.errors import CheckpointError, ConfigError
 from fcn.models import (
     BACKBONES,
     FCN,

@@ -14,16 +14,16 @@ from PIL import Image
 from test_evaluate import REPO, predict_cfg, trained_checkpoint
 from test_export import exported_model
 
-from fcn.classes import voc_palette
-from fcn.errors import CheckpointError, ConfigError, DataError
-from fcn.images import overlay
-from fcn.predict import predict, same_size_batches
-from fcn.predict_schedule import (
+from fcn.core.classes import voc_palette
+from fcn.core.errors import CheckpointError, ConfigError, DataError
+from fcn.deploy.image_files import overlay
+from fcn.deploy.prediction_lanes import (
     batch_size_for,
     decoding_workers,
     intra_op_threads,
     prediction_lanes,
 )
+from fcn.predict import predict, same_size_batches
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf, open_dict
 
-from fcn.callbacks import request_graceful_stop
-from fcn.distributed import install_hydra_ddp_launcher
-from fcn.optim import scheduled_steps
+from fcn.jobs.distributed import install_hydra_ddp_launcher
+from fcn.training.callbacks import request_graceful_stop
+from fcn.training.optim import scheduled_steps
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -77,7 +77,7 @@ def hydra_job(tmp_path, monkeypatch):
 @pytest.mark.parametrize("package", ["fabric", "pytorch"])
 def test_ddp_launcher_replaces_hydra_subprocess_cmd(package, hydra_job, tmp_path, monkeypatch):
     """Both Lightning launchers start rank 1 with fcn's command (this job's saved config, no
-    `-m`), through the module-level `_hydra_subprocess_cmd` that fcn.distributed replaces."""
+    `-m`), through the module-level `_hydra_subprocess_cmd` that fcn.jobs.distributed replaces."""
     from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
     from lightning.pytorch.strategies.launchers import subprocess_script as pl_launcher

@@ -23,8 +23,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fcn.data import VOCDataModule
 from fcn.data.training_stream import ResumableLoader
-from fcn.module import SegmentationModule
 from fcn.train import train
+from fcn.training.module import SegmentationModule
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TESTS = Path(__file__).resolve().parent
@@ -127,7 +127,7 @@ def test_submitit_local_launcher_runs_both_jobs(tmp_path, data_dir):
     args = ["-m", "hydra/launcher=local", "head=fcn32s,fcn8s", *tiny(data_dir)]
     ok(run_cli(args, tmp_path))
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
-    jobs = ["0_head=fcn32s", "1_head=fcn8s"]  # job dirs say what they are (fcn/run_names.py)
+    jobs = ["0_head=fcn32s", "1_head=fcn8s"]  # job dirs say what they are (fcn/jobs/run_names.py)
     assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == [
         *jobs,
         "multirun.yaml",

@@ -21,9 +21,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 from test_scaleout import SUMMARY, tiny
 
-from fcn.cli_help import description, entry_help, group_options
-from fcn.distributed import _quote
-from fcn.run_names import job_dir_name, safe_name
+from fcn.cli.help import description, entry_help, group_options
+from fcn.jobs.distributed import _quote
+from fcn.jobs.run_names import job_dir_name, safe_name
 from fcn.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -160,7 +160,9 @@ def test_wandb_offline_run_has_metrics_and_images_uses__wandb_init(
     run_dir = tmp_path / "run"
     best = train(compose_train([*tiny(data_dir), "logger=wandb"], run_dir))
     err = capfd.readouterr().err
-    assert "offline" in err and "anonymous" not in err  # fcn.loggers drops Lightning's default
+    assert (
+        "offline" in err and "anonymous" not in err
+    )  # fcn.training.loggers drops Lightning's default
     (folder,) = (run_dir / "wandb").glob("offline-run-*")
     (records,) = folder.glob("run-*.wandb")
     # wandb.finish() returns before wandb's own writer process has flushed the run file.
@@ -270,7 +272,7 @@ def test_help_lists_groups_options_descriptions_and_keys(entry):
 @pytest.mark.slow
 def test_help_through_hydra_and_no_warnings_on_a_plain_first_run(tmp_path):
     """`--help` as Hydra prints it; then the README's commands on a tiny tree under -W error
-    (any warning is an error; fcn/known_warnings.py names the few silenced on purpose): the
+    (any warning is an error; fcn/cli/known_warnings.py names the few silenced on purpose): the
     synthetic generator, the default fcn.train run, and the export whose parity check loads
     TorchScript (deprecated by torch)."""
     result = run_module(["fcn.train", "--help"], tmp_path)
@@ -296,7 +298,7 @@ def test_help_through_hydra_and_no_warnings_on_a_plain_first_run(tmp_path):
 
 def test_tracking_logger_without_its_package_is_one_clear_line(monkeypatch, tmp_path):
     from fcn import loggers
-    from fcn.errors import ConfigError
+    from fcn.core.errors import ConfigError
 
     real = loggers.importlib.util.find_spec
     monkeypatch.setattr(

@@ -178,9 +178,9 @@ def test_cli_run_and_multirun_make_their_directories(tmp_path, data_dir):
 
 
 def test_checkpoint_of_a_deeper_backbone_is_refused(tmp_path):
-    from fcn.checkpoints import check_checkpoint
-    from fcn.errors import CheckpointError
-    from fcn.module import SegmentationModule
+    from fcn.core.errors import CheckpointError
+    from fcn.deploy.model_files import check_checkpoint
+    from fcn.training.module import SegmentationModule
 
     deeper = SegmentationModule(backbone="resnet34", head="fcn8s", num_classes=3)
     path = tmp_path / "resnet34.ckpt"

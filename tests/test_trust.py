@@ -33,11 +33,11 @@ import pytest
 import torch
 from test_evaluate import NUM_CLASSES, eval_cfg, trained_checkpoint, voc
 
+from fcn.core.errors import DataError, DivergenceError
 from fcn.data import VOCDataModule
 from fcn.data.eval_sharding import ExactEvalSampler
-from fcn.errors import DataError, DivergenceError
 from fcn.evaluate import evaluate
-from fcn.module import SegmentationModule
+from fcn.training.module import SegmentationModule
 
 FORK = multiprocessing.get_context("forkserver")
 # Imported once in the server; a fork of it starts in ~0.3 s. (Forking pytest itself would hang:
@@ -336,7 +336,7 @@ def test_validation_split_smaller_than_the_world_is_one_clear_error(monkeypatch,
 
 # ---- SIGKILL at any moment -----------------------------------------------------------------------
 def test_first_save_removes_files_left_by_killed_writers(tmp_path):
-    from fcn.checkpoints import AtomicCheckpointIO
+    from fcn.deploy.model_files import AtomicCheckpointIO
 
     left = [
         tmp_path / ".best-epoch003-val_mIoU0.1234.ckpt.partial",

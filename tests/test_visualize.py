@@ -1,6 +1,6 @@
 import torch
 
-from fcn.visualize import IMAGENET_MEAN, IMAGENET_STD, colorize, prediction_row
+from fcn.training.figures import IMAGENET_MEAN, IMAGENET_STD, colorize, prediction_row
 
 
 def _sample(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

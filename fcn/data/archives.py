@@ -23,9 +23,9 @@ from torchvision.datasets import SBDataset
 from torchvision.datasets.utils import calculate_md5, extract_archive
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 
-from fcn.data.atomic import remove_stale_temps, temp_path
+from fcn.core.atomic import remove_stale_temps, temp_path
+from fcn.core.errors import ConfigError, DataError
 from fcn.data.download import DownloadFailed, download
-from fcn.errors import ConfigError, DataError
 
 _ALGORITHMS = {"md5": 32, "sha256": 64}
 

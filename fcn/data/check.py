@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn.classes import VOID_INDEX, class_names
+from fcn.core.classes import VOID_INDEX, class_names
+from fcn.core.errors import DataError
 from fcn.data.sbd import AUG_LABEL_DIR, AUG_SPLIT, VOC_LABEL_DIR
 from fcn.data.voc import SPLIT_DIR, VOCSegmentation, read_label, read_split
-from fcn.errors import DataError
 
 TRAIN_SPLITS = ("train", AUG_SPLIT)
 EVAL_SPLIT = "val"

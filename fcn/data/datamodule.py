@@ -12,14 +12,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from fcn.classes import VOID_INDEX, class_names
-from fcn.cluster import worker_init
+from fcn.core.classes import VOID_INDEX, class_names
+from fcn.core.errors import ConfigError
+from fcn.core.validate import positive_pair, whole_number
 from fcn.data.eval_sharding import eval_sampler
 from fcn.data.synthetic import META_FILE, SYNTHETIC_CLASSES, ensure_synthetic_voc
 from fcn.data.training_stream import train_loader
 from fcn.data.transforms import EvalTransform, TrainTransform
 from fcn.data.voc import VOCSegmentation
-from fcn.errors import ConfigError
+from fcn.data.workers import worker_init
 
 _SYNTHETIC_KEYS = ("num_train", "num_val", "size", "seed")
 
@@ -46,30 +47,9 @@ def pad_collate(
     return images, masks
 
 
-def _positive_pair(value: Any, key: str) -> tuple[int, int]:
-    """[height, width] of positive ints (a single int means a square); ConfigError naming `key`."""
-    items = [value, value] if isinstance(value, int) else value
-    try:
-        items = list(items)
-    except TypeError:
-        items = []
-    ok = len(items) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in items)
-    if not ok:
-        raise ConfigError(f"{key} must be [height, width] as two positive ints, got {value!r}")
-    if min(items) <= 0:
-        raise ConfigError(f"{key} must be positive, got {items}: e.g. {key}=[320,480]")
-    return items[0], items[1]
-
-
 def _validation_cache() -> Path:
     """Where large splits that passed validation are remembered (FCN_CACHE, ~/.cache/fcn)."""
     return Path(os.environ.get("FCN_CACHE", "~/.cache/fcn")).expanduser() / "validated"
-
-
-def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-    return value
 
 
 class VOCDataModule(L.LightningDataModule):
@@ -99,10 +79,10 @@ class VOCDataModule(L.LightningDataModule):
         synthetic: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.crop_size = _positive_pair(crop_size, "data.crop_size")
-        self.batch_size = _positive_int(batch_size, "data.batch_size")
-        self.val_batch_size = _positive_int(val_batch_size, "data.val_batch_size")
-        self.num_classes = _positive_int(num_classes, "data.num_classes")
+        self.crop_size = positive_pair(crop_size, "data.crop_size")
+        self.batch_size = whole_number(batch_size, "data.batch_size")
+        self.val_batch_size = whole_number(val_batch_size, "data.val_batch_size")
+        self.num_classes = whole_number(num_classes, "data.num_classes")
         try:
             lo, hi = float(scale_range[0]), float(scale_range[1])
         except (TypeError, ValueError, IndexError):
@@ -110,9 +90,7 @@ class VOCDataModule(L.LightningDataModule):
         if not 0 < lo <= hi:
             raise ConfigError(f"data.scale_range must satisfy 0 < min <= max, got {[lo, hi]}")
         self.scale_range = (lo, hi)
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
-        self.num_workers = num_workers
+        self.num_workers = whole_number(num_workers, "data.num_workers", minimum=0)
         self.root = root
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
         self.train_label_dir, self.val_label_dir = train_label_dir, val_label_dir
@@ -133,10 +111,10 @@ class VOCDataModule(L.LightningDataModule):
                 f"data.synthetic has unknown keys {unknown}: allowed {list(_SYNTHETIC_KEYS)}"
             )
         if "size" in synthetic:
-            synthetic["size"] = list(_positive_pair(synthetic["size"], "data.synthetic.size"))
+            synthetic["size"] = list(positive_pair(synthetic["size"], "data.synthetic.size"))
         for key in ("num_train", "num_val"):
             if key in synthetic:
-                _positive_int(synthetic[key], f"data.synthetic.{key}")
+                whole_number(synthetic[key], f"data.synthetic.{key}")
         if self.num_classes != len(SYNTHETIC_CLASSES):
             raise ConfigError(
                 f"data.num_classes={self.num_classes} but the synthetic data has "
@@ -201,7 +179,7 @@ class VOCDataModule(L.LightningDataModule):
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
             "persistent_workers": self.persistent_workers,
-            # workers ignore SIGTERM/SIGUSR*: the main process owns job control (fcn/cluster.py)
+            # workers ignore SIGTERM/SIGUSR*: the main process owns job control
             "worker_init_fn": worker_init if self.num_workers > 0 else None,
         }
         # --- scale-out (fcn/data/training_stream.py, fcn/data/eval_sharding.py) ---

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from fcn.errors import DataError
+from fcn.core.errors import DataError
 
 
 class ExactEvalSampler(DistributedSampler):

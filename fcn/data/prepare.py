@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fcn.core.errors import exit_on_user_error
 from fcn.data.archives import SBD, VOC2012, ArchiveSpec, Checksum, ensure
 from fcn.data.check import check_tree, format_reports
 from fcn.data.sbd import AUG_SPLIT, build_aug
-from fcn.errors import exit_on_user_error
 
 DATA_ENV = "FCN_DATA"
 

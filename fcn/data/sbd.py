@@ -21,10 +21,10 @@ from PIL import Image, UnidentifiedImageError
 from scipy.io import loadmat
 from tqdm import tqdm
 
-from fcn.classes import VOID_INDEX, voc_palette
-from fcn.data.atomic import remove_stale_temps, temp_path, write_text_atomic
+from fcn.core.atomic import atomic_file, remove_stale_temps, write_text_atomic
+from fcn.core.classes import VOID_INDEX, voc_palette
+from fcn.core.errors import DataError
 from fcn.data.voc import IMAGE_DIR, SPLIT_DIR, read_split
-from fcn.errors import DataError
 
 AUG_LABEL_DIR = "SegmentationClassAug"
 AUG_SPLIT = "train_aug"
@@ -73,15 +73,11 @@ def convert_one(job: tuple[str, str]) -> bool:
     source, dest = Path(job[0]), Path(job[1])
     if _is_whole(source, dest):
         return False
-    tmp = temp_path(dest)
-    try:
+    with atomic_file(dest) as tmp:
         if source.suffix == ".mat":
             write_label_png(read_sbd_label(source), tmp)
         else:
             shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return True
 
 

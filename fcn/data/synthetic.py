@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fcn.classes import VOID_INDEX, voc_palette
-from fcn.errors import DataError
+from fcn.core.classes import VOID_INDEX, voc_palette
+from fcn.core.errors import DataError
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "disc", "square", "triangle", "ring", "cross")
 # Bump when the drawing changes, so cached trees from older code are not reused.

@@ -18,16 +18,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2 import query_size
 
-from fcn.classes import VOID_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalize_image(image: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float32 ImageNet-normalised."""
-    image = F.to_dtype(image, torch.float32, scale=True)
-    return F.normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+from fcn.core.classes import VOID_INDEX
+from fcn.core.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 
 
 class RandomScaleCrop(v2.Transform):

@@ -15,9 +15,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from fcn.classes import VOID_COLOR, VOID_INDEX, voc_colormap
+from fcn.core.classes import VOID_COLOR, VOID_INDEX, voc_colormap
+from fcn.core.errors import DataError
 from fcn.data.transforms import EvalTransform
-from fcn.errors import DataError
 
 IMAGE_DIR = "JPEGImages"
 SPLIT_DIR = Path("ImageSets") / "Segmentation"

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from fcn.errors import ConfigError
+from fcn.core.errors import ConfigError
+from fcn.core.validate import whole_number
 from fcn.models.backbones import BACKBONES, build_backbone
 from fcn.models.fcn import FCN
 from fcn.models.heads import HEADS, FCNHead, bilinear_kernel
@@ -21,7 +22,7 @@ __all__ = [
     "HEADS",
     "bilinear_kernel",
     "build_model",
-    "no_random_init",
+    "without_random_init",
 ]
 
 
@@ -47,22 +48,24 @@ def build_model(
         )
     if head not in HEADS:
         raise ConfigError(f"unknown head.name={head!r}; choose one of: {', '.join(HEADS)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    whole_number(num_classes, "num_classes")
     body: nn.Module = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
     score = FCNHead(head, body.channels, num_classes, learn_upsampling=learn_upsampling)
     return FCN(body, score, num_classes, backbone_name=backbone, head_name=head)
 
 
-class no_random_init(TorchFunctionMode):  # noqa: N801 (used as a context manager)
-    """`with no_random_init(): model = ...`: `torch.nn.init` calls and random draws into a
+def without_random_init() -> TorchFunctionMode:
+    """`with without_random_init(): model = ...`: `torch.nn.init` calls and random draws into a
     tensor (`normal_`, `uniform_`: what kaiming_normal_ & co. call directly) leave the tensor as
     allocated. Only for models whose every weight is about to be loaded from a checkpoint:
-    their random initialisation would be thrown away (VGG-16: 1.4 s of a 1.6 s build on CPU).
+    their random initialisation would be thrown away (most of a VGG-16's build time on CPU).
     Lightning's `init_module(empty_init=True)` skips `torch.nn.init`, but needs a Trainer or
     Fabric.
     """
+    return _SkipRandomInit()
 
+
+class _SkipRandomInit(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None) -> Any:
         kwargs = kwargs or {}
         if getattr(func, "__module__", None) == "torch.nn.init":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -17,7 +16,8 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from fcn.errors import CheckpointError
+from fcn.core.errors import CheckpointError
+from fcn.core.torch_files import load_weights_only, state_dict_mismatch
 
 
 class _Spec(NamedTuple):
@@ -125,28 +125,6 @@ class VGGBackbone(nn.Module):
         return {"stride8": pool3, "stride16": pool4, "stride32": fc7}
 
 
-def _read_state_dict(path: str, name: str) -> Mapping[str, Tensor]:
-    """Load a local torchvision state dict safely (weights_only), as one-line errors."""
-    if not Path(path).is_file():
-        raise CheckpointError(
-            f"backbone.weights_path={path} does not exist: give the path of a torchvision "
-            f"{name} state dict (.pth)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise CheckpointError(
-            f"backbone.weights_path={path} is not a readable torch state dict "
-            f"({type(err).__name__}); expected a torchvision {name} state dict"
-        ) from None
-    if not isinstance(state, Mapping):
-        raise CheckpointError(
-            f"backbone.weights_path={path} holds a {type(state).__name__}, not a state dict; "
-            f"expected a torchvision {name} state dict"
-        )
-    return state
-
-
 def _load_into(
     net: nn.Module, state: Mapping[str, Tensor], name: str, classifier: str, source: str
 ) -> None:
@@ -156,18 +134,16 @@ def _load_into(
     dict. They are unused by the FCN, except for vgg16, whose fc6/fc7 then keep torchvision's
     fresh initialisation.
     """
-    own = net.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(f"{classifier}.")]
-    unexpected = [k for k in state if k not in own]
-    bad_shape = [
-        k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != own[k].shape
-    ]
-    if missing or unexpected or bad_shape:
-        example = (missing or unexpected or bad_shape)[0]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(
+            f"{source} holds a {type(state).__name__}, not a state dict; expected a "
+            f"torchvision {name} state dict"
+        )
+    mismatch = state_dict_mismatch(net.state_dict(), state, may_lack=(f"{classifier}.",))
+    if mismatch:
         raise CheckpointError(
             f"{source} does not match backbone {name}: expected a torchvision {name} state dict, "
-            f"full or without its {classifier}.* keys ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(bad_shape)} wrong-shape keys, e.g. {example!r})"
+            f"full or without its {classifier}.* keys ({mismatch.summary()})"
         )
     net.load_state_dict(state, strict=False)
 
@@ -198,7 +174,8 @@ def build_backbone(
     net = spec.ctor(weights=None)
     if weights_path is not None:
         path = os.fspath(weights_path)
-        state = _read_state_dict(path, name)
+        expected = f"a torchvision {name} state dict (.pth)"
+        state = load_weights_only(path, "backbone.weights_path", expected)
         _load_into(net, state, name, spec.classifier, f"backbone.weights_path={path}")
     elif pretrained:
         state = _download_state_dict(name, spec.weights)

@@ -1,4 +1,9 @@
-"""The PASCAL VOC classes, their colormap and the void label: the one place they live."""
+"""The PASCAL VOC classes, their colormap and the void label, and drawing a mask in colours:
+the one place they live."""
+
+from collections.abc import Sequence
+
+import torch
 
 VOID_INDEX = 255
 
@@ -37,6 +42,17 @@ def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
 def voc_palette() -> list[int]:
     """A flat 768-value palette for `PIL.Image.putpalette`, as VOC's own label PNGs carry."""
     return [v for rgb in voc_colormap(256) for v in rgb]
+
+
+# index -> RGB for all 256 label values (255: the void colour), as VOC's label PNGs carry
+VOC_COLOURS: tuple[tuple[int, int, int], ...] = tuple(voc_colormap(256))
+
+
+def colour_mask(mask: torch.Tensor, colours: Sequence[Sequence[int]] = VOC_COLOURS) -> torch.Tensor:
+    """H x W class indices -> H x W x 3 uint8 on the CPU, each pixel in its class's colour
+    (`colours`: 256 RGB entries)."""
+    table = torch.tensor(colours, dtype=torch.uint8)
+    return table[mask.long().clamp(0, 255).cpu()]
 
 
 def class_names(num_classes: int) -> list[str]:

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from fcn.errors import ConfigError
+from fcn.core.errors import ConfigError
+from fcn.core.validate import whole_number_or_auto
 
 # Lanes on CPU at most: each holds one batch's activations (VGG-16 at 500 x 375: ~1 GB).
 MAX_CPU_LANES = 4
@@ -41,10 +42,8 @@ def decoding_workers(cfg: Mapping[str, Any], device: torch.device) -> int:
     """`num_workers`, or for `auto`: 2 beside a GPU; on CPU as many (at most 2) as there are
     spare cores. A worker's decoding on the forward's cores costs more than it saves
     (2 workers on 2 busy cores: -18% images/s)."""
-    value = cfg.get("num_workers")
+    value = whole_number_or_auto(cfg.get("num_workers"), "num_workers", minimum=0)
     if value != "auto":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"num_workers must be auto or an integer >= 0, got {value!r}")
         return value
     return 2 if device.type != "cpu" else min(2, spare_cores(device))
 
@@ -53,11 +52,9 @@ def batch_size_for(cfg: Mapping[str, Any], device: torch.device, backend: str) -
     """`batch_size`, or for `auto`: 1 where torch runs the network on CPU (there a batch of 4
     VOC images runs 7-14% slower per image than one at a time: its activations outgrow the
     caches), else 4 (ONNX Runtime on CPU: 5% faster per image than 1)."""
-    value = cfg.get("batch_size")
+    value = whole_number_or_auto(cfg.get("batch_size"), "batch_size")
     if value == "auto":
         return 1 if device.type == "cpu" and backend != "onnx" else 4
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"batch_size must be auto or an integer >= 1, got {value!r}")
     return value
 
 

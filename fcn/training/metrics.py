@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from fcn.classes import VOID_INDEX
+from fcn.core.classes import VOID_INDEX
 
 
 def argmax_classes(logits: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.Tensor:

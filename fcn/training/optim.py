@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from fcn.errors import ConfigError
+from fcn.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import lightning as L

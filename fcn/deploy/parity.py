@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fcn.errors import FCNError
-from fcn.inference import InferenceOptions, Network, predict_logits
-from fcn.metrics import SegmentationMetrics, argmax_classes
+from fcn.core.errors import FCNError
+from fcn.deploy.inference import InferenceOptions, Network, predict_logits
+from fcn.training.metrics import SegmentationMetrics, argmax_classes
 
 
 class ExportError(FCNError):

@@ -1,7 +1,7 @@
 """fcn's own Trainer callbacks: a clean stop on Ctrl+C or SIGTERM that leaves last.ckpt, and the
 one-line note of a `debug=` preset.
 
-Cluster jobs' signals (pre-emption, time limits) are `JobSignals` in fcn/cluster.py, beside the
+Cluster jobs' signals (pre-emption, time limits) are `JobSignals` in fcn/jobs/signals.py, beside the
 requeue they lead to; they stop through `request_graceful_stop` and end in InterruptCheckpoint.
 """
 

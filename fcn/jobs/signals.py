@@ -17,10 +17,8 @@ rank 0 to all ranks). Then `InterruptCheckpoint` writes `checkpoints/last.ckpt` 
 (rank 0 writes) and `fcn.train` calls `requeue()`: for USR1/USR2, rank 0 hands over to
 submitit's handler (its requeue, with its count of time-outs) or runs `scontrol requeue`; for
 SIGTERM, SLURM requeues by itself or the job was cancelled. The requeued job resumes from that
-last.ckpt (fcn/sweep.py). Outside `fit` the previous handlers run as before: nothing is lost there.
-
-DataLoader workers are forked with the parent's handlers (submitit's among them: a worker would
-requeue the job and die); `worker_init` makes them ignore the job-control signals.
+last.ckpt (fcn/jobs/job_record.py). Outside `fit` the previous handlers run as before: nothing
+is lost there. DataLoader workers ignore these signals (fcn/data/workers.py).
 """
 
 from __future__ import annotations
@@ -34,22 +32,7 @@ from typing import Any
 
 import lightning as L
 
-from fcn.callbacks import request_graceful_stop
-
-# SIGINT too: Ctrl+C reaches the whole process group, and the main process owns the stop.
-WORKER_IGNORED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def worker_init(worker_id: int) -> None:
-    """DataLoader worker_init_fn: leave job control to the main process; then Lightning's
-    per-worker seeding, which Lightning only adds to loaders without a worker_init_fn."""
-    for signum in WORKER_IGNORED:
-        signal.signal(signum, signal.SIG_IGN)
-    signal.signal(signal.SIGCONT, signal.SIG_DFL)  # SLURM sends it with SIGTERM; submitit logs it
-    if int(os.environ.get("PL_SEED_WORKERS", 0)):
-        from lightning.fabric.utilities.seed import pl_worker_init_function
-
-        pl_worker_init_function(worker_id)
+from fcn.training.callbacks import request_graceful_stop
 
 
 def in_cluster_job() -> bool:

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from fcn.errors import ConfigError
+from fcn.core.errors import ConfigError
 
 ENTRY_MODULE = "fcn.train"
 _CONFIG_HASH_ENV = "FCN_DDP_CONFIG_SHA256"
@@ -85,10 +85,11 @@ def install_hydra_ddp_launcher(cfg: DictConfig) -> None:
     pl_launcher._hydra_subprocess_cmd = rank_command
     # Ranks compare their resolved config with this one (inherited through the environment).
     if "LOCAL_RANK" not in os.environ:
-        os.environ[_CONFIG_HASH_ENV] = config_hash(cfg)
+        os.environ[_CONFIG_HASH_ENV] = resolved_config_digest(cfg)
 
 
-def config_hash(cfg: DictConfig) -> str:
+def resolved_config_digest(cfg: DictConfig) -> str:
+    """sha256 of the config as resolved YAML: two ranks with one digest run one config."""
     text = OmegaConf.to_yaml(cfg, resolve=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -96,7 +97,7 @@ def config_hash(cfg: DictConfig) -> str:
 def check_same_config(cfg: DictConfig) -> None:
     """In a launched rank: fail loudly if its config resolved differently from rank 0's."""
     expected = os.environ.get(_CONFIG_HASH_ENV)
-    if expected and int(os.environ.get("LOCAL_RANK", "0")) > 0 and config_hash(cfg) != expected:
+    if expected and int(os.environ.get("LOCAL_RANK", "0")) > 0 and resolved_config_digest(cfg) != expected:
         raise ConfigError(
             "DDP: this rank's config resolves differently from rank 0's "
             "(an interpolation such as ${now:} changed); use plain values for such keys"

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fcn.classes import voc_colormap
-from fcn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from fcn.errors import CheckpointError
+from fcn.core.classes import voc_colormap
+from fcn.core.errors import CheckpointError
+from fcn.core.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 # The extra file of a .pt2 / TorchScript archive that holds the metadata.
 METADATA_FILE = "fcn.json"
@@ -48,7 +48,7 @@ class ModelInfo:
             head=str(module.hparams.head),
             class_names=names,
             palette=tuple(voc_colormap(len(names))),
-            config_sha256=config_hash(hyper_parameters),
+            config_sha256=hyper_parameters_sha256(hyper_parameters),
         )
 
     def to_metadata(self, fmt: str) -> dict[str, str]:
@@ -103,7 +103,7 @@ class ModelInfo:
         return table
 
 
-def config_hash(hyper_parameters: Mapping[str, Any]) -> str:
+def hyper_parameters_sha256(hyper_parameters: Mapping[str, Any]) -> str:
     """sha256 of the training hyper-parameters as sorted-key JSON: names the exact config."""
     text = json.dumps(dict(hyper_parameters), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

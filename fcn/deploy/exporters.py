@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,8 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fcn.errors import ConfigError
-from fcn.modelinfo import METADATA_FILE
+from fcn.core.atomic import atomic_file
+from fcn.core.errors import ConfigError
+from fcn.deploy.model_info import METADATA_FILE
 
 # fcn-export's formats and the suffix of the file each writes.
 FORMATS = {"exported_program": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}
@@ -56,7 +56,7 @@ def write_export(
         "onnx": lambda tmp: save_onnx(capture_program(model), tmp, metadata, opset),
         "torchscript": lambda tmp: save_torchscript(model, tmp, metadata),
     }
-    with _written_in_place(path) as tmp:
+    with atomic_file(path) as tmp:
         writers[fmt](tmp)
     return path
 
@@ -129,14 +129,3 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _written_in_place(path: Path) -> Iterator[Path]:
-    """A temporary name beside `path`, renamed to `path` on success and removed on failure."""
-    tmp = path.with_name(f".{path.name}.part{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -7,22 +7,19 @@ probabilities or votes), window overlaps included.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fcn.checkpoints import load_checkpoint
-from fcn.data.transforms import normalize_image
-from fcn.errors import CheckpointError, ConfigError, FCNError
-from fcn.metrics import argmax_classes
-from fcn.models import no_random_init
+from fcn.core.errors import ConfigError
+from fcn.core.normalization import normalize_image
+from fcn.core.validate import positive_pair, whole_number
+from fcn.training.metrics import argmax_classes
 
 MODES = ("whole", "slide")
 # Smallest input side the FCN accepts; smaller images/windows are padded up to it.
@@ -48,8 +45,8 @@ class InferenceOptions:
         mode = cfg.get("mode", cls.mode)
         if mode not in MODES:
             raise ConfigError(f"{key}.mode={mode!r} is not one of {', '.join(MODES)}")
-        window = _pair(cfg.get("window", cls.window), f"{key}.window")
-        stride = _pair(cfg.get("stride", cls.stride), f"{key}.stride")
+        window = positive_pair(cfg.get("window", cls.window), f"{key}.window", "[512,512]")
+        stride = positive_pair(cfg.get("stride", cls.stride), f"{key}.stride", "[341,341]")
         if mode == "slide" and (window[0] < MIN_SIDE or window[1] < MIN_SIDE):
             raise ConfigError(f"{key}.window={list(window)}: each side must be >= {MIN_SIDE}")
         flip = cfg.get("flip", cls.flip)
@@ -65,28 +62,12 @@ class InferenceOptions:
         if not scales or min(scales) <= 0:
             raise ConfigError(f"{key}.scales must be positive numbers, e.g. [0.75,1.0,1.25]")
         window_batch = cfg.get("window_batch", cls.window_batch)
-        if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
-            raise ConfigError(f"{key}.window_batch must be an integer >= 1, got {window_batch!r}")
+        window_batch = whole_number(window_batch, f"{key}.window_batch")
         return cls(mode, window, stride, flip, scales, window_batch)
 
 
-def _pair(value: Any, key: str) -> tuple[int, int]:
-    items = [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
-    try:
-        items = [int(v) for v in items] if all(_is_int(v) for v in items) else []
-    except TypeError:
-        items = []
-    if len(items) != 2 or min(items) <= 0:
-        raise ConfigError(f"{key} must be [height, width] as two positive ints, got {value!r}")
-    return items[0], items[1]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-# Anything that maps N x 3 x H x W images to N x C x H x W logits: an FCN, or a backend
-# running an exported one (fcn.backends), so the test-time options apply around any of them.
+# Anything that maps N x 3 x H x W images to N x C x H x W logits: an FCN, or an exported
+# one (fcn/deploy/runtimes.py), so the test-time options apply around any of them.
 Network = Callable[[Tensor], Tensor]
 
 
@@ -178,48 +159,3 @@ def _slide(
             hits[..., t : t + wh, c : c + ww] += 1
     assert total is not None
     return total / hits
-
-
-def load_segmentation_module(path: str | Path):
-    """The SegmentationModule stored in a checkpoint (no pretrained download, eval mode).
-
-    A missing file, a non-checkpoint or a checkpoint of another model is one CheckpointError.
-    """
-    from fcn.module import SegmentationModule  # deferred: the module pulls in the optimisers
-
-    if path is None or str(path) in ("", "None", "null"):
-        raise CheckpointError("ckpt_path is not set: pass ckpt_path=<run>/checkpoints/<name>.ckpt")
-    ckpt = load_checkpoint(path)
-    hp = dict(ckpt.get("hyper_parameters") or {})
-    if not {"backbone", "head", "num_classes"} <= hp.keys():
-        raise CheckpointError(
-            f"ckpt_path={path}: not an fcn SegmentationModule checkpoint (no backbone/head/"
-            "num_classes hyper-parameters); pass a checkpoint written by fcn-train"
-        )
-    known = inspect.signature(SegmentationModule.__init__).parameters
-    hp = {k: v for k, v in hp.items() if k in known}
-    # No weight download or torch.compile at inference: the checkpoint holds every weight.
-    hp.update(pretrained=False, weights_path=None, compile=False, channels_last=False)
-    made = f"a {hp.get('backbone')}/{hp.get('head')} FCN with {hp.get('num_classes')} classes"
-    try:
-        # Random weights are not drawn: the strict load below sets every one of them (the
-        # model keeps no tensor outside its state dict; tests/test_models.py checks).
-        with no_random_init():
-            module = SegmentationModule(**hp)
-    except FCNError as err:  # e.g. an unknown backbone name in the hyper-parameters
-        raise CheckpointError(f"ckpt_path={path}: cannot rebuild its model ({err})") from None
-    # Early checkpoints also held `_forward.*`, a duplicate of `model.*`: not needed.
-    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("_forward.")}
-    own = module.state_dict()
-    problems = [f"missing {k}" for k in own if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in own]
-    problems += [f"mis-shaped {k}" for k in own if k in state and state[k].shape != own[k].shape]
-    if problems:
-        raise CheckpointError(
-            f"ckpt_path={path}: its weights do not fit {made} ({len(problems)} problems, e.g. "
-            f"{problems[0]}); pass a checkpoint written by fcn-train"
-        )
-    module.load_state_dict(state, strict=True)
-    # As stored (before the inference overrides above): exports hash them (fcn.modelinfo).
-    module.checkpoint_hyper_parameters = dict(ckpt.get("hyper_parameters") or {})
-    return module.eval()

@@ -14,15 +14,17 @@ from pathlib import Path
 
 import yaml
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from fcn.cli.config_tree import config_dir
+
 # Hydra groups this project provides options for (listed for every entry point: any may -m).
 PROJECT_HYDRA_GROUPS = ("hydra/launcher",)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(`\"'])")
 _WIDTH = 100
 
 
-def entry_help(config_name: str, conf: Path = CONF) -> str:
+def entry_help(config_name: str, conf: Path | None = None) -> str:
     """The help text for `python -m fcn.<entry> --help` (config `conf/<config_name>.yaml`)."""
+    conf = conf or config_dir()
     path = conf / f"{config_name}.yaml"
     text = path.read_text()
     header = "\n".join(_leading_comment(text))

@@ -15,11 +15,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image, read_file
 
-from fcn.classes import voc_colormap
-from fcn.errors import ConfigError, DataError
+from fcn.core.classes import VOC_COLOURS
+from fcn.core.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-VOC_COLOURS = tuple(voc_colormap(256))
 
 
 def list_inputs(input_path: str | None) -> list[Path]:
@@ -96,12 +95,6 @@ def read_rgb(path: Path) -> torch.Tensor:
 
 def output_paths(image: Path, output_dir: Path) -> tuple[Path, Path]:
     return output_dir / f"{image.stem}.png", output_dir / f"{image.stem}_overlay.jpg"
-
-
-def colour_mask(mask: torch.Tensor, colours: Sequence[Sequence[int]] = VOC_COLOURS) -> torch.Tensor:
-    """H x W class indices -> H x W x 3 uint8 in `colours` (256 RGB entries)."""
-    table = torch.tensor(colours, dtype=torch.uint8)
-    return table[mask.long().clamp(0, 255).cpu()]
 
 
 def palette_image(mask: np.ndarray, colours: Sequence[Sequence[int]] = VOC_COLOURS) -> Image.Image:

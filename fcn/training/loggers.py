@@ -21,8 +21,8 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from fcn.errors import ConfigError
-from fcn.run_names import hydra_run_tags
+from fcn.core.errors import ConfigError
+from fcn.jobs.run_names import hydra_run_tags
 
 _SQLITE = "sqlite:///"
 _IMAGE_LOGGERS = (TensorBoardLogger, LightningMLFlowLogger, WandbLogger)

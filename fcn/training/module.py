@@ -10,15 +10,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from fcn.checkpoints import read_checkpoint
-from fcn.classes import VOID_INDEX
-from fcn.classes import class_names as default_class_names
-from fcn.errors import CheckpointError, ConfigError, DivergenceError
-from fcn.loggers import figure_image, log_image, takes_images
-from fcn.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
+from fcn.core.classes import VOID_INDEX
+from fcn.core.classes import class_names as default_class_names
+from fcn.core.errors import CheckpointError, ConfigError, DivergenceError
+from fcn.deploy.model_files import read_state_dict
 from fcn.models import build_model
-from fcn.optim import build_optimizer, build_scheduler, scheduled_steps
-from fcn.visualize import confusion_figure, prediction_grid, prediction_row
+from fcn.training.figures import confusion_figure, prediction_grid, prediction_row
+from fcn.training.loggers import figure_image, log_image, takes_images
+from fcn.training.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
+from fcn.training.optim import build_optimizer, build_scheduler, scheduled_steps
 
 
 class SegmentationModule(L.LightningModule):
@@ -194,13 +194,7 @@ class SegmentationModule(L.LightningModule):
     def load_matching_weights(self, path: str | Path) -> list[str]:
         """Copy every weight of the checkpoint at `path` whose name and shape match (FCN-32s ->
         16s -> 8s, as in the paper). Returns the names copied."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"init_from={path}: no such checkpoint file; pass a .ckpt path")
-        state = read_checkpoint(path, key="init_from")
-        if not isinstance(state, dict):
-            raise CheckpointError(f"init_from={path}: not a checkpoint or state dict")
-        state = state.get("state_dict", state)
+        state = read_state_dict(path, key="init_from")
         own = self.state_dict()
         matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not any(k.startswith("model.backbone.") for k in matched):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from fcn.cli_help import entry_help
-from fcn.run_names import job_dir_name, run_name
+from fcn.cli.help import entry_help
+from fcn.jobs.run_names import job_dir_name, run_name
 
 
 def register_resolvers() -> None:

@@ -7,24 +7,13 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from fcn.classes import voc_colormap
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_COLORS = torch.tensor(voc_colormap(256), dtype=torch.uint8)
+from fcn.core.classes import colour_mask
+from fcn.core.normalization import denormalize
 
 
 def colorize(mask: torch.Tensor) -> torch.Tensor:
     """H x W class indices (255 void) -> 3 x H x W uint8 in VOC colours."""
-    return _COLORS[mask.long().clamp(0, 255).cpu()].permute(2, 0, 1)
-
-
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    """3 x H x W ImageNet-normalised float -> 3 x H x W uint8."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
-    return ((image.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return colour_mask(mask).permute(2, 0, 1)
 
 
 def prediction_row(

@@ -24,7 +24,8 @@ from typing import Any
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from fcn.errors import ConfigError
+from fcn.core.atomic import write_text_atomic
+from fcn.core.errors import ConfigError
 
 RESULT_FILE = "result.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -92,8 +93,8 @@ _say = rank_zero_only(print)
 
 def _launched_rank() -> bool:
     # Ranks Lightning starts rerun the job's saved config without its overrides
-    # (fcn/distributed.py); rank 0 has checked the directory for them.
-    from fcn.distributed import launched_by_rank_zero
+    # (fcn/jobs/distributed.py); rank 0 has checked the directory for them.
+    from fcn.jobs.distributed import launched_by_rank_zero
 
     return launched_by_rank_zero()
 
@@ -160,10 +161,7 @@ class JobRecord:
     @rank_zero_only
     def _write(self, **fields: Any) -> None:
         self.record.update(fields, updated=_now())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.record, indent=1, default=str) + "\n")
-        os.replace(tmp, self.path)  # readers see the old record or the new one, never half
+        write_text_atomic(self.path, json.dumps(self.record, indent=1, default=str) + "\n")
 
 
 def _plain_config(cfg: DictConfig) -> dict:
