@@ -29,8 +29,9 @@ from test_scaleout import CONF, SUMMARY, _compose, cli_env, ok, tiny
 from torch.utils.data import DataLoader, Dataset
 
 from fcn.core.errors import ConfigError
+from fcn.data.workers import worker_init
 from fcn.jobs.job_record import RESULT_FILE, continue_job
-from fcn.jobs.signals import JobSignals, worker_init
+from fcn.jobs.signals import JobSignals
 from fcn.report import write_report
 from fcn.train import train
 

@@ -12,9 +12,8 @@ from PIL import Image
 
 from fcn.core.classes import VOID_COLOR, VOID_INDEX, voc_colormap, voc_palette
 from fcn.core.errors import ConfigError, DataError
+from fcn.core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from fcn.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SYNTHETIC_CLASSES,
     TrainTransform,
     VOCDataModule,

@@ -140,7 +140,7 @@ def test_slide_and_flip_average_exactly_with_a_pointwise_model():
 
 
 def test_loaded_checkpoint_holds_every_saved_weight(ckpt):
-    # Built under no_random_init: every weight must come from the file, none left as allocated.
+    # Built under without_random_init: every weight must come from the file, none left as allocated.
     from fcn.deploy.model_files import load_checkpoint, rebuild_module
 
     module = rebuild_module(ckpt)

@@ -24,9 +24,11 @@ from test_evaluate import CONF, NUM_CLASSES, trained_checkpoint
 import fcn.export
 from fcn.core.errors import CheckpointError, ConfigError, FCNError
 from fcn.deploy.exporters import FORMATS, capture_program, save_onnx
-from fcn.deploy.model_files import OnnxNetwork, check_pt2_archive, load_model, rebuild_module
+from fcn.deploy.model_files import load_model, rebuild_module
 from fcn.deploy.model_info import ModelInfo, hyper_parameters_sha256
 from fcn.deploy.parity import ExportError
+from fcn.deploy.pt2_archive import check_pt2_archive
+from fcn.deploy.runtimes import OnnxNetwork
 from fcn.export import check_parity, export
 from fcn.models import build_model
 
@@ -168,7 +170,10 @@ def test_export_carries_metadata_checks_parity_and_verifies(fmt, ckpt, tiny_voc,
     else:
         meta = check_pt2_archive(path)  # the extra file fcn.json, read without loading
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
-    assert meta["config_sha256"] == hyper_parameters_sha256(stored) and len(meta["config_sha256"]) == 64
+    assert (
+        meta["config_sha256"] == hyper_parameters_sha256(stored)
+        and len(meta["config_sha256"]) == 64
+    )
     assert meta["num_classes"] == "6" and '"triangle"' in meta["class_names"]
     assert json.loads(meta["palette"])[1] == [128, 0, 0] and meta["format"] == fmt
     assert (meta["backbone"], meta["head"]) == ("resnet18", "fcn8s")

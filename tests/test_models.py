@@ -20,7 +20,7 @@ from fcn.models import (
     FCNHead,
     bilinear_kernel,
     build_model,
-    no_random_init,
+    without_random_init,
 )
 from fcn.models.backbones import VGGBackbone
 
@@ -52,18 +52,18 @@ def _run(model: nn.Module, h: int, w: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_model_tensor_is_in_its_state_dict(backbone):
-    # Checkpoint loading builds models under no_random_init, then sets every entry of the
+    # Checkpoint loading builds models under without_random_init, then sets every entry of the
     # state dict: a parameter or buffer outside it would keep uninitialised memory.
     for learn_upsampling in (True, False):
-        with no_random_init():
+        with without_random_init():
             model = build_model(backbone, "fcn8s", NUM_CLASSES, learn_upsampling=learn_upsampling)
         tensors = {name for name, _ in model.named_parameters()}
         tensors |= {name for name, _ in model.named_buffers()}
         assert tensors == set(model.state_dict()), (backbone, learn_upsampling)
 
 
-def test_no_random_init_skips_torch_nn_init_only_inside():
-    with no_random_init():
+def test_without_random_init_skips_torch_nn_init_only_inside():
+    with without_random_init():
         skipped = nn.init.constant_(torch.zeros(3), 5.0)
         drawn = nn.init.kaiming_normal_(torch.zeros(4, 3))  # calls Tensor.normal_ itself
         computed = torch.ones(3) * 2  # other torch functions still run

@@ -297,7 +297,7 @@ def test_help_through_hydra_and_no_warnings_on_a_plain_first_run(tmp_path):
 
 
 def test_tracking_logger_without_its_package_is_one_clear_line(monkeypatch, tmp_path):
-    from fcn import loggers
+    from fcn.training import loggers
     from fcn.core.errors import ConfigError
 
     real = loggers.importlib.util.find_spec

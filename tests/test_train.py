@@ -17,6 +17,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in CONF.iterdir() if g.is_dir()}
 GROUPS.pop("hydra", None)
 GROUPS.pop("hparams_search", None)
+EVAL_OPTIONS = GROUPS.pop("eval")  # fcn-eval, fcn-predict and fcn-export's group
 
 
 def tiny(tmp_path: Path, data_dir: Path) -> list[str]:
@@ -45,6 +46,18 @@ def compose_train(overrides: list[str], output_dir: Path):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("synthetic")
+
+
+@pytest.mark.parametrize("entry", ["eval", "predict", "export"])
+@pytest.mark.parametrize("option", EVAL_OPTIONS)
+def test_every_eval_option_composes_for_every_inference_entry_point(entry, option):
+    from fcn.deploy.inference import InferenceOptions
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(entry, [f"eval={option}"])
+    options = InferenceOptions.from_config(cfg.eval)
+    assert options.mode == {"whole": "whole", "slide": "slide"}[option]
+    assert options.window == (512, 512) and options.scales == (1.0,)
 
 
 @pytest.mark.parametrize(

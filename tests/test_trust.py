@@ -336,11 +336,12 @@ def test_validation_split_smaller_than_the_world_is_one_clear_error(monkeypatch,
 
 # ---- SIGKILL at any moment -----------------------------------------------------------------------
 def test_first_save_removes_files_left_by_killed_writers(tmp_path):
-    from fcn.deploy.model_files import AtomicCheckpointIO
+    from fcn.training.checkpoint_io import AtomicCheckpointIO
 
+    gone = 2**22 + 1  # above Linux's largest pid: no such writer is alive
     left = [
-        tmp_path / ".best-epoch003-val_mIoU0.1234.ckpt.partial",
-        tmp_path / ".last.ckpt.partial",
+        tmp_path / f".best-epoch003-val_mIoU0.1234.ckpt.tmp-{gone}",
+        tmp_path / f".last.ckpt.tmp-{gone}",
     ]
     for path in left:
         path.write_bytes(b"cut short")
@@ -397,7 +398,7 @@ def test_killed_run_leaves_only_complete_checkpoints_and_resumes(tmp_path, tiny_
             shutil.rmtree(env["TMPDIR"])
     assert "best val/mIoU=" in done.out
     assert load_all(checkpoints) > killed_at
-    assert not any(p.name.endswith(".partial") for p in checkpoints.iterdir())
+    assert not any(".tmp-" in p.name for p in checkpoints.iterdir())
 
 
 def kill_repeatedly(run: Path, argv: list[str], cwd: Path, env: dict, kills: int = 20) -> int:
@@ -427,7 +428,7 @@ def kill_repeatedly(run: Path, argv: list[str], cwd: Path, env: dict, kills: int
         os.kill(process.process.pid, signal.SIGKILL)
         process.process.join()
         during_write += any(  # a write of this process cut short
-            p.name.endswith(".partial") and p.stat().st_mtime_ns >= started
+            ".tmp-" in p.name and p.stat().st_mtime_ns >= started
             for p in checkpoints.iterdir()
         )
         resumed_at = load_all(checkpoints)

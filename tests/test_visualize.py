@@ -1,6 +1,7 @@
 import torch
 
-from fcn.training.figures import IMAGENET_MEAN, IMAGENET_STD, colorize, prediction_row
+from fcn.core.normalization import IMAGENET_MEAN, IMAGENET_STD
+from fcn.training.figures import colorize, prediction_row
 
 
 def _sample(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

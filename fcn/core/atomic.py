@@ -3,7 +3,7 @@
 Every writer of a file a user keeps (checkpoints, exports, job records, data trees) goes
 through here. A temp name carries its writer's process id, so a later run can tell the
 leftovers of a killed run (writer gone: removed) from the work of a run still going (writer
-alive: kept); it keeps the final suffix, so writers that pick a format by suffix still work.
+alive: kept).
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ _TEMP_MARK = ".tmp-"
 _WRITER_PID = re.compile(re.escape(_TEMP_MARK) + r"(\d+)")
 
 
-def temp_path(final: Path) -> Path:
+def temp_path(final: Path, keep_suffix: bool = False) -> Path:
     """A hidden sibling of `final` owned by this process (same folder, so rename is atomic):
-    `.<stem>.tmp-<pid><suffix>`."""
-    return final.with_name(f".{final.stem}{_TEMP_MARK}{os.getpid()}{final.suffix}")
+    `.<name>.tmp-<pid>`, plus `final`'s suffix again with `keep_suffix` (for writers that pick
+    a format by suffix; without it a `*.ckpt` glob never meets a half-written file)."""
+    suffix = final.suffix if keep_suffix else ""
+    return final.with_name(f".{final.name}{_TEMP_MARK}{os.getpid()}{suffix}")
 
 
 def _writer_alive(path: Path) -> bool:
@@ -58,15 +60,16 @@ def remove_stale_temps(folder: Path) -> int:
 
 
 @contextlib.contextmanager
-def atomic_file(final: Path, durable: bool = False) -> Iterator[Path]:
+def atomic_file(final: Path, durable: bool = False, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temp path beside `final` to write; when the block ends without error it is
     renamed over `final` (readers see the old file or the new one, whole), otherwise removed.
 
     `durable`: flush the data to disk before the rename, so that a crash of the machine, not
-    only of the process, cannot leave `final` pointing at unwritten blocks (checkpoints)."""
+    only of the process, cannot leave `final` pointing at unwritten blocks (checkpoints).
+    `keep_suffix`: see `temp_path`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(final)
+    tmp = temp_path(final, keep_suffix)
     try:
         yield tmp
         if durable:

@@ -33,7 +33,7 @@ def load_weights_only(path: str | Path, key: str, expected: str) -> Any:
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{key}={path}: not a readable checkpoint: refused to load {_unsafe_content(path)} "
-            f"(nothing in it was run); it may be unsafe or not what was expected: pass {expected}"
+            f"(nothing in it was run); it may be unsafe or not an fcn checkpoint: pass {expected}"
         ) from None
     except Exception as err:  # truncated, not a torch file, unreadable
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__

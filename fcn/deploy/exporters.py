@@ -56,7 +56,7 @@ def write_export(
         "onnx": lambda tmp: save_onnx(capture_program(model), tmp, metadata, opset),
         "torchscript": lambda tmp: save_torchscript(model, tmp, metadata),
     }
-    with atomic_file(path) as tmp:
+    with atomic_file(path, keep_suffix=True) as tmp:
         writers[fmt](tmp)
     return path
 
