@@ -7,8 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.trained import trained_checkpoint
 
 from fcn.data import VOCDataModule, generate_synthetic_voc
+
+# Fixtures of these modules are available to every test (archives served over HTTP).
+pytest_plugins = ["helpers.archive_server"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real VOC pairs live beside the repo (../shared/data/voc_mini), never inside it.
@@ -59,3 +63,21 @@ def mobilenet_v2_features() -> Path:
     if not MOBILENET_V2_FEATURES.is_file():
         pytest.skip(f"{MOBILENET_V2_FEATURES} not found (set FCN_MOBILENET_V2_WEIGHTS)")
     return MOBILENET_V2_FEATURES
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_voc: Path) -> Path:
+    """A ResNet-18 FCN-8s checkpoint trained 3 steps on `tiny_voc` (made once per session)."""
+    return trained_checkpoint(tmp_path_factory, tiny_voc)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty folder for a test module's generated synthetic data (`data.root=`)."""
+    return tmp_path_factory.mktemp("synthetic")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for entry-point processes: their own FCN_CACHE."""
+    return {"FCN_CACHE": str(tmp_path_factory.mktemp("fcn_cache"))}

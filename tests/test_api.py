@@ -4,26 +4,19 @@ fcn-predict writes; checkpoints and exports load alike; colours and overlays; ba
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers.trained import exported_model, predict_cfg
 
 # The session's tiny checkpoint and exports (tests/ is on sys.path under pytest).
-from test_evaluate import predict_cfg, trained_checkpoint
-from test_export import exported_model
+from PIL import Image
 
 from fcn import load_segmenter
 from fcn.core.classes import voc_colormap
 from fcn.core.errors import ConfigError, DataError
 from fcn.predict import predict
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tiny_voc) -> Path:
-    return trained_checkpoint(tmp_path_factory, tiny_voc)
 
 
 def test_every_image_form_gives_fcn_predicts_mask(ckpt, tiny_voc, tmp_path):

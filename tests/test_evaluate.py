@@ -6,94 +6,23 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers.trained import (
+    NUM_CLASSES,
+    REPO,
+    eval_cfg,
+    exported_model,
+    predict_cfg,
+)
 from PIL import Image
 
 from fcn.core.errors import CheckpointError, ConfigError, DataError
-from fcn.data import VOCDataModule
 from fcn.deploy.inference import InferenceOptions, predict_logits, window_starts
 from fcn.evaluate import evaluate
 from fcn.predict import predict
-from fcn.training.module import SegmentationModule
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-NUM_CLASSES = 6
-
-
-def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, root: Path) -> Path:
-    """A ResNet-18 FCN-8s trained 3 steps on the tiny tree, written once per session.
-
-    The lr is tiny so the model stays near its (varied) initial predictions: a collapsed
-    all-background model would make the metric comparisons trivially true.
-    """
-    path = tmp_path_factory.getbasetemp() / "fcn_eval_ckpt" / "tiny.ckpt"
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    dm = VOCDataModule(
-        root=str(root), num_classes=NUM_CLASSES, crop_size=[64, 64], batch_size=4, num_workers=0
-    )
-    module = SegmentationModule(
-        "resnet18",
-        "fcn8s",
-        NUM_CLASSES,
-        class_names=dm.class_names,
-        optimizer={"name": "sgd", "lr": 1e-6, "momentum": 0.9},
-    )
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=dm)
-    tmp = path.with_suffix(".tmp")
-    trainer.save_checkpoint(tmp, weights_only=True)
-    tmp.rename(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tiny_voc) -> Path:
-    return trained_checkpoint(tmp_path_factory, tiny_voc)
-
-
-def voc(root: Path) -> list[str]:
-    """The tiny tree as data=voc, on CPU in the main process."""
-    return [
-        "data=voc",
-        f"data.root={root}",
-        f"data.num_classes={NUM_CLASSES}",
-        "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-    ]
-
-
-def eval_cfg(ckpt: Path | None, root: Path, out: Path, *overrides: str):
-    """fcn-eval's config on the tiny tree (ckpt=None: pass model= in the overrides)."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose(
-            "eval",
-            [
-                *([f"ckpt_path={ckpt}"] if ckpt else []),
-                *voc(root),
-                "+trainer.enable_model_summary=false",
-                f"paths.output_dir={out}",
-                *overrides,
-            ],
-        )
 
 
 def numpy_scores(preds: list[np.ndarray], truths: list[np.ndarray], n: int) -> dict:
@@ -206,16 +135,6 @@ def test_metrics_json_equals_numpy_on_predicted_masks(ckpt, tiny_voc, tmp_path):
         assert saved["per_class_iou"][name] == (None if np.isnan(iou) else pytest.approx(iou))
 
 
-def predict_cfg(ckpt: Path | None, input_path: Path, out: Path, *overrides: str):
-    """fcn-predict's config (ckpt=None: pass model= in the overrides)."""
-    model = [f"ckpt_path={ckpt}"] if ckpt else []
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose(
-            "predict",
-            [*model, f"input={input_path}", f"paths.output_dir={out}", *overrides],
-        )
-
-
 def test_flip_and_scale_tta_and_the_figure(ckpt, tiny_voc, tmp_path, capsys):
     out = tmp_path / "tta"
     cfg = eval_cfg(
@@ -304,7 +223,6 @@ def test_cli_missing_checkpoint_exits_nonzero_with_one_line(tmp_path):
 def test_eval_with_exported_backends_scores_like_pytorch(
     ckpt, tiny_voc, tmp_path_factory, tmp_path
 ):
-    from test_export import exported_model
 
     options = ("eval.flip=true",)
     ref = evaluate(eval_cfg(ckpt, tiny_voc, tmp_path / "torch", *options))

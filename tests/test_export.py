@@ -3,9 +3,7 @@ their metadata, load safely, and `verify_split` catches an export that changes t
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import os
 import re
@@ -16,14 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers.trained import NUM_CLASSES, export_cfg, exported_model, verify_cfg
 
 # The session's tiny checkpoint (tests/ is on sys.path under pytest).
-from test_evaluate import CONF, NUM_CLASSES, trained_checkpoint
-
 import fcn.export
 from fcn.core.errors import CheckpointError, ConfigError, FCNError
-from fcn.deploy.exporters import FORMATS, capture_program, save_onnx
+from fcn.deploy.exporters import capture_program, save_onnx
 from fcn.deploy.model_files import load_model, rebuild_module
 from fcn.deploy.model_info import ModelInfo, hyper_parameters_sha256
 from fcn.deploy.parity import ExportError
@@ -35,48 +31,6 @@ from fcn.models import build_model
 # The Show sizes: two off the 32 grid (one a portrait VOC image), one at 32 px (a 1 x 1
 # stride-32 map, which needs capture_program's backed_size_oblivious).
 SIZES = ([97, 131], [500, 375], [32, 96])
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tiny_voc) -> Path:
-    return trained_checkpoint(tmp_path_factory, tiny_voc)
-
-
-def export_cfg(ckpt: Path, out: Path, *overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("export", [f"ckpt_path={ckpt}", f"paths.output_dir={out}", *overrides])
-
-
-def exported_model(
-    tmp_path_factory: pytest.TempPathFactory, ckpt: Path, root: Path, fmt: str
-) -> tuple[Path, str]:
-    """The tiny checkpoint exported as `fmt` by fcn-export with its default parity sizes and
-    `verify_split=val` (with flip) on the tiny tree at `root`, once per session: (the file,
-    what the export printed)."""
-    path = tmp_path_factory.getbasetemp() / "fcn_exports" / f"tiny{FORMATS[fmt]}"
-    printed = path.with_name(f"{path.name}.txt")
-    if not printed.is_file():
-        sizes = "check_sizes=[[97,131],[64,64]]"  # (the default adds 500x375)
-        cfg = verify_cfg(ckpt, root, path.parent, f"format={fmt}", f"output={path}", sizes)
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            export(cfg)
-        printed.write_text(out.getvalue())
-    return path, printed.read_text()
-
-
-def verify_cfg(ckpt: Path, root: Path, out: Path, *overrides: str):
-    """fcn-export with `verify_split=val` on the tiny tree, flip on (overrides win)."""
-    return export_cfg(
-        ckpt,
-        out,
-        "verify_split=val",
-        "data=voc",
-        f"data.root={root}",
-        f"data.num_classes={NUM_CLASSES}",
-        "data.num_workers=0",
-        "eval.flip=true",
-        *overrides,
-    )
 
 
 def random_head(backbone: str, head: str, std: float = 0.05) -> torch.nn.Module:

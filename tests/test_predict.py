@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.trained import REPO, exported_model, predict_cfg
 from PIL import Image
 
 # The session's tiny checkpoint and config helpers (tests/ is on sys.path under pytest).
-from test_evaluate import REPO, predict_cfg, trained_checkpoint
-from test_export import exported_model
-
 from fcn.core.classes import voc_palette
 from fcn.core.errors import CheckpointError, ConfigError, DataError
 from fcn.deploy.image_files import overlay
@@ -24,11 +22,6 @@ from fcn.deploy.prediction_lanes import (
     prediction_lanes,
 )
 from fcn.predict import predict, same_size_batches
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tiny_voc) -> Path:
-    return trained_checkpoint(tmp_path_factory, tiny_voc)
 
 
 def write_image(path: Path, height: int, width: int, seed: int = 0) -> Path:

@@ -6,8 +6,6 @@ CLIs run as subprocesses with cwd=tmp_path, so every outputs/ tree they make is 
 from __future__ import annotations
 
 import csv
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from helpers.cli_runs import CONF, SUMMARY, cli_env, compose_train, ok, run_cli, run_dirs, tiny
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -26,56 +25,7 @@ from fcn.data.training_stream import ResumableLoader
 from fcn.train import train
 from fcn.training.module import SegmentationModule
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-TESTS = Path(__file__).resolve().parent
-SUMMARY = re.compile(r"^best val/mIoU=(\d\.\d{4}) checkpoint=(\S+) logs=(\S+)$", re.M)
 DDP_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
-
-
-def tiny(data_dir: Path, num_train: int = 6, batch_size: int = 3) -> list[str]:
-    """A seconds-long run; the val split has 3 images (odd: does not split over 2 ranks)."""
-    return [
-        f"data.root={data_dir}",
-        f"data.synthetic.num_train={num_train}",
-        "data.synthetic.num_val=3",
-        "data.synthetic.size=[64,64]",
-        "data.crop_size=[64,64]",
-        f"data.batch_size={batch_size}",
-        "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-    ]
-
-
-def cli_env() -> dict[str, str]:
-    # tests/ on the path: the interrupt test adds a callback defined in this file.
-    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-
-
-def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    cwd.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "fcn.train", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return result
-
-
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def run_dirs(cwd: Path) -> list[Path]:
-    """Single-run directories (outputs/<date>/<time>) under cwd."""
-    return sorted(p for p in (cwd / "outputs").glob("*/*") if p.parent.name != "multirun")
 
 
 def read_test_metrics(csv_file: Path) -> dict[str, float]:
@@ -84,11 +34,6 @@ def read_test_metrics(csv_file: Path) -> dict[str, float]:
         rows = [r for r in csv.DictReader(f) if r.get("test/mIoU")]
     assert len(rows) == 1, rows
     return {k: float(v) for k, v in rows[0].items() if k.startswith("test/") and v}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("synthetic_cache")
 
 
 # ---- DDP: exact metrics, one run directory ------------------------------------------------------
@@ -294,12 +239,6 @@ def test_training_stream_resumes_mid_epoch_exactly(tiny_datamodule: VOCDataModul
     assert len(list(again)) == 4  # the skip applies to the resumed epoch only
 
 
-# ---- switches ---------------------------------------------------------------------------------
-def _compose(overrides: list[str], output_dir: Path):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", [*overrides, f"paths.output_dir={output_dir}"])
-
-
 @pytest.mark.parametrize(
     "switch",
     [
@@ -310,7 +249,7 @@ def _compose(overrides: list[str], output_dir: Path):
     ],
 )
 def test_switches_run_on_cpu(switch, tmp_path, data_dir, capsys):
-    cfg = _compose([*tiny(data_dir), "trainer.fast_dev_run=true", *switch], tmp_path)
+    cfg = compose_train([*tiny(data_dir), "trainer.fast_dev_run=true", *switch], tmp_path)
     train(cfg)
     if switch == ["trainer.sync_batchnorm=true"]:
         assert "note: trainer.sync_batchnorm needs a GPU" in capsys.readouterr().out

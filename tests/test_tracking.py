@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers.cli_runs import SUMMARY, tiny
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
-from test_scaleout import SUMMARY, tiny
 
 from fcn.cli.help import description, entry_help, group_options
 from fcn.jobs.distributed import _quote
@@ -49,11 +49,6 @@ def run_module(args: list[str], cwd: Path, *python_flags: str) -> subprocess.Com
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("synthetic")
 
 
 @pytest.fixture(autouse=True)
@@ -297,8 +292,8 @@ def test_help_through_hydra_and_no_warnings_on_a_plain_first_run(tmp_path):
 
 
 def test_tracking_logger_without_its_package_is_one_clear_line(monkeypatch, tmp_path):
-    from fcn.training import loggers
     from fcn.core.errors import ConfigError
+    from fcn.training import loggers
 
     real = loggers.importlib.util.find_spec
     monkeypatch.setattr(

@@ -43,11 +43,6 @@ def compose_train(overrides: list[str], output_dir: Path):
         return compose("train", [*overrides, *paths])
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("synthetic")
-
-
 @pytest.mark.parametrize("entry", ["eval", "predict", "export"])
 @pytest.mark.parametrize("option", EVAL_OPTIONS)
 def test_every_eval_option_composes_for_every_inference_entry_point(entry, option):
