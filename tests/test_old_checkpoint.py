@@ -1,0 +1,70 @@
+"""A checkpoint written before the package was split into subpackages (tests/fixtures/README.md)
+still loads to the same logits, resumes training and exports."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from helpers.cli_runs import compose_train
+from helpers.trained import export_cfg
+
+from fcn.deploy.model_files import load_model, rebuild_module
+from fcn.export import export
+from fcn.train import train
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+OLD = FIXTURES / "pre_layout_mobilenet_v2_fcn8s.ckpt"
+# The overrides it was trained with (one step of a 2-step epoch: it holds a mid-epoch state).
+ITS_RUN = [
+    "backbone=mobilenet_v2",
+    "head=fcn8s",
+    "optimizer.momentum=0",
+    "data.synthetic.num_train=8",
+    "data.synthetic.num_val=2",
+    "data.synthetic.size=[64,64]",
+    "data.crop_size=[64,64]",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "trainer.limit_val_batches=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "test_after_fit=false",
+]
+
+
+def test_old_checkpoint_gives_the_logits_it_gave_when_written():
+    stored = torch.load(FIXTURES / "pre_layout_mobilenet_v2_fcn8s_logits.pt", weights_only=True)
+    images = torch.randn(*stored["input_shape"], generator=torch.Generator().manual_seed(0))
+    module = rebuild_module(OLD)
+    assert module.hparams.backbone == "mobilenet_v2" and module.hparams.num_classes == 6
+    with torch.no_grad():
+        logits = module.model(images)
+    torch.testing.assert_close(logits.half(), stored["logits"], atol=2e-5, rtol=1e-3)
+    assert load_model(OLD).info.class_names[1] == "disc"
+
+
+def test_old_checkpoint_resumes_one_more_step(tmp_path: Path):
+    ckpt = shutil.copy(OLD, tmp_path / "old.ckpt")
+    cfg = compose_train(
+        [*ITS_RUN, f"data.root={tmp_path / 'data'}", "trainer.max_steps=2", f"ckpt_path={ckpt}"],
+        tmp_path / "run",
+    )
+    train(cfg)
+    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 2
+    before = torch.load(OLD, weights_only=True)["state_dict"]
+    changed = [k for k, v in resumed["state_dict"].items() if not torch.equal(v, before[k])]
+    assert changed, "the resumed step trained nothing"
+
+
+def test_old_checkpoint_exports_with_parity(tmp_path: Path):
+    out = tmp_path / "old.pt2"
+    cfg = export_cfg(
+        OLD, tmp_path, "format=exported_program", f"output={out}", "check_sizes=[[64,80]]"
+    )
+    assert export(cfg) == out
+    assert load_model(out).info.backbone == "mobilenet_v2"
