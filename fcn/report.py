@@ -1,7 +1,7 @@
 """`fcn-report <sweep dir>` (or `python -m fcn.report <sweep dir>`): one table for a sweep.
 
-Reads every job's `result.json` (fcn/jobs/job_record.py), groups the jobs by the swept keys other than
-`seed` (the keys whose value differs between jobs), and reports each final metric as
+Reads every job's `result.json` (fcn/jobs/job_record.py), groups the jobs by the swept keys
+other than `seed` (the keys whose value differs between jobs), and reports each final metric as
 mean ± sample std (ddof=1) over the group's finished jobs, with n, best group first. Writes
 `report.csv`, `report.md` and `report.png` (bar chart with error bars) into the sweep dir.
 Jobs that failed, were interrupted or are still running are listed as such, not dropped.

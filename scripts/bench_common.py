@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The default run's model (conf/train.yaml) and the benchmark crop of the issue.
+# The default run's model (conf/train.yaml) and the benchmark's crop size.
 BACKBONE, HEAD = "resnet18", "fcn8s"
 VOC_CROP = (320, 480)
 VOC_IMAGE_SIZE = (375, 500)  # [height, width] of a typical VOC image (synthetic fallback)

@@ -51,6 +51,14 @@ def _unsafe_content(path: Path) -> str:
     return "data other than tensors and plain values"
 
 
+def load_state_dict_file(path: str | Path, key: str) -> dict[str, torch.Tensor]:
+    """The weights in a Lightning checkpoint or a bare state dict (`init_from=`), read safely."""
+    stored = load_weights_only(path, key, "a .ckpt written by fcn-train")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{key}={path}: not a checkpoint or state dict")
+    return stored.get("state_dict", stored)
+
+
 @dataclass(frozen=True)
 class StateDictMismatch:
     """How a stored state dict differs from a model's: names it lacks, names the model does not

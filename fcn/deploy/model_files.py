@@ -176,11 +176,3 @@ def rebuild_module(path: str | Path | None, key: str = "ckpt_path"):
     # As stored (before the inference overrides above): exports hash them (model_info).
     module.checkpoint_hyper_parameters = stored
     return module.eval()
-
-
-def read_state_dict(path: str | Path, key: str) -> dict[str, torch.Tensor]:
-    """The weights in a checkpoint or a bare state dict (`init_from=`), read safely."""
-    stored = load_weights_only(path, key, "a .ckpt written by fcn-train")
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"{key}={path}: not a checkpoint or state dict")
-    return stored.get("state_dict", stored)

@@ -40,8 +40,7 @@ def spare_cores(device: torch.device) -> int:
 
 def decoding_workers(cfg: Mapping[str, Any], device: torch.device) -> int:
     """`num_workers`, or for `auto`: 2 beside a GPU; on CPU as many (at most 2) as there are
-    spare cores. A worker's decoding on the forward's cores costs more than it saves
-    (2 workers on 2 busy cores: -18% images/s)."""
+    spare cores: a worker's decoding on the forward's cores costs more than it saves."""
     value = whole_number_or_auto(cfg.get("num_workers"), "num_workers", minimum=0)
     if value != "auto":
         return value
@@ -49,9 +48,10 @@ def decoding_workers(cfg: Mapping[str, Any], device: torch.device) -> int:
 
 
 def batch_size_for(cfg: Mapping[str, Any], device: torch.device, backend: str) -> int:
-    """`batch_size`, or for `auto`: 1 where torch runs the network on CPU (there a batch of 4
-    VOC images runs 7-14% slower per image than one at a time: its activations outgrow the
-    caches), else 4 (ONNX Runtime on CPU: 5% faster per image than 1)."""
+    """`batch_size`, or for `auto`: 1 where torch runs the network on CPU (there a batch of
+    VOC images runs slower per image than one at a time: its activations outgrow the caches),
+    else 4 (ONNX Runtime on CPU is faster per image in batches). The README's Performance
+    section has the measurements."""
     value = whole_number_or_auto(cfg.get("batch_size"), "batch_size")
     if value == "auto":
         return 1 if device.type == "cpu" and backend != "onnx" else 4

@@ -97,7 +97,11 @@ def resolved_config_digest(cfg: DictConfig) -> str:
 def check_same_config(cfg: DictConfig) -> None:
     """In a launched rank: fail loudly if its config resolved differently from rank 0's."""
     expected = os.environ.get(_CONFIG_HASH_ENV)
-    if expected and int(os.environ.get("LOCAL_RANK", "0")) > 0 and resolved_config_digest(cfg) != expected:
+    if (
+        expected
+        and int(os.environ.get("LOCAL_RANK", "0")) > 0
+        and resolved_config_digest(cfg) != expected
+    ):
         raise ConfigError(
             "DDP: this rank's config resolves differently from rank 0's "
             "(an interpolation such as ${now:} changed); use plain values for such keys"

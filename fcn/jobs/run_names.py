@@ -96,18 +96,3 @@ def _short_value(override) -> str:
     if isinstance(value, float) and len(text) > 8:
         return f"{value:.4g}"
     return text
-
-
-def hydra_run_tags() -> dict[str, str]:
-    """What a tracking run is tagged with: the job's overrides and, in a sweep, the sweep
-    directory and the job number ({} outside a Hydra job)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return {}
-    hc = HydraConfig.get()
-    tags = {"overrides": " ".join(hc.overrides.task)}
-    if hc.mode == RunMode.MULTIRUN:
-        tags.update(sweep_dir=str(hc.sweep.dir), job_num=str(hc.job.num))
-    return tags

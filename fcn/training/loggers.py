@@ -22,7 +22,6 @@ from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from fcn.core.errors import ConfigError
-from fcn.jobs.run_names import hydra_run_tags
 
 _SQLITE = "sqlite:///"
 _IMAGE_LOGGERS = (TensorBoardLogger, LightningMLFlowLogger, WandbLogger)
@@ -147,7 +146,7 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger:
     # Lightning always hands wandb.init `anonymous` (None unless asked for), and wandb 0.31
     # prints "The anonymous setting has no effect" for any value: leave it out. Lightning keeps
     # wandb.init's arguments only in the private `_wandb_init` (pinned by the test
-    # test_wandb_offline_run_has_metrics_and_images_uses__wandb_init).
+    # tests/test_tracking.py).
     init = getattr(logger, "_wandb_init", None)
     if isinstance(init, dict) and init.get("anonymous") is None:
         init.pop("anonymous", None)
@@ -196,3 +195,18 @@ def log_location(loggers: Sequence[Logger], default: str) -> str:
         if logger.log_dir:
             return str(logger.log_dir)
     return default
+
+
+def hydra_run_tags() -> dict[str, str]:
+    """What a tracking run is tagged with: the job's overrides and, in a sweep, the sweep
+    directory and the job number ({} outside a Hydra job)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    tags = {"overrides": " ".join(hc.overrides.task)}
+    if hc.mode == RunMode.MULTIRUN:
+        tags.update(sweep_dir=str(hc.sweep.dir), job_num=str(hc.job.num))
+    return tags

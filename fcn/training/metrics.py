@@ -1,7 +1,8 @@
 """Segmentation metrics from one confusion matrix accumulated over a whole split, and the
 split's per-pixel loss.
 
-Per-batch averaging (as seed 003 does) weights small images like large ones and is wrong;
+Per-batch averaging (as hand-written FCN loops often do) weights small images like large ones
+and is wrong;
 summing one confusion matrix and reducing it once is what the VOC benchmark defines. The
 loss is kept the same way: summed over pixels, divided once.
 """
@@ -19,11 +20,11 @@ from fcn.core.classes import VOID_INDEX
 def argmax_classes(logits: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """`logits.argmax(dim=1)` (N x C x H x W -> N x H x W `dtype`, first maximum on ties), faster.
 
-    On CPU, argmax and max(dim).indices over the class dim take a slow generic kernel (~40 and
-    ~8 ms for 21 x 375 x 500); the value-only amax is vectorised (< 1 ms). So: find the top
-    value, mark the classes that reach it, and take a uint8 amax of descending class weights,
-    which picks the lowest such class (~3 ms). `dtype=torch.uint8` (up to 255 classes, what
-    mask files hold) skips a conversion through int64.
+    On CPU, argmax and max(dim).indices over the class dim take a slow generic kernel, while
+    the value-only amax is vectorised. So: find the top value, mark the classes that reach it,
+    and take a uint8 amax of descending class weights, which picks the lowest such class
+    (README, Performance, has the timings). `dtype=torch.uint8` (up to 255 classes, what mask
+    files hold) skips a conversion through int64.
     """
     num_classes = logits.shape[1]
     if num_classes > 255:  # the weights must fit in uint8

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fcn.core.classes import VOID_INDEX
 from fcn.core.classes import class_names as default_class_names
 from fcn.core.errors import CheckpointError, ConfigError, DivergenceError
-from fcn.deploy.model_files import read_state_dict
+from fcn.core.torch_files import load_state_dict_file
 from fcn.models import build_model
 from fcn.training.figures import confusion_figure, prediction_grid, prediction_row
 from fcn.training.loggers import figure_image, log_image, takes_images
@@ -194,7 +194,7 @@ class SegmentationModule(L.LightningModule):
     def load_matching_weights(self, path: str | Path) -> list[str]:
         """Copy every weight of the checkpoint at `path` whose name and shape match (FCN-32s ->
         16s -> 8s, as in the paper). Returns the names copied."""
-        state = read_state_dict(path, key="init_from")
+        state = load_state_dict_file(path, key="init_from")
         own = self.state_dict()
         matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not any(k.startswith("model.backbone.") for k in matched):
