@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from helpers.cli_runs import compose_train
+from helpers.cli_runs import TINY_SYNTHETIC, compose_train
 from helpers.trained import export_cfg
 
 from fcn.deploy.model_files import load_model, rebuild_module
@@ -21,16 +21,8 @@ ITS_RUN = [
     "backbone=mobilenet_v2",
     "head=fcn8s",
     "optimizer.momentum=0",
-    "data.synthetic.num_train=8",
-    "data.synthetic.num_val=2",
-    "data.synthetic.size=[64,64]",
-    "data.crop_size=[64,64]",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "data.persistent_workers=false",
+    *TINY_SYNTHETIC,
     "trainer.limit_val_batches=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
     "logger=none",
     "test_after_fit=false",
 ]

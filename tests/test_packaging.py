@@ -5,6 +5,7 @@ options without editing the package."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,20 +13,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers.cli_runs import TINY_SYNTHETIC
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("fcn-train", "fcn-eval", "fcn-predict", "fcn-export", "fcn-data", "fcn-report")
-TINY = [
-    "data.synthetic.num_train=8",
-    "data.synthetic.num_val=2",
-    "data.synthetic.size=[64,64]",
-    "data.crop_size=[64,64]",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "data.persistent_workers=false",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-]
 
 
 def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -39,9 +30,15 @@ def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Compl
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # A copy of what the wheel is built from, so the build leaves no build/ in the checkout.
+    source = out / "source"
+    for name in ("fcn", "conf"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     # the build backend of this environment: no download of setuptools
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    run([*pip, "-w", str(out), str(REPO)], cwd=out)
+    run([*pip, "-w", str(out), str(source)], cwd=out)
     (path,) = out.glob("fcn-*.whl")
     return path
 
@@ -77,7 +74,7 @@ def test_wheel_in_a_fresh_venv_runs_its_console_scripts_from_any_directory(wheel
     for script in ("fcn-train", "fcn-eval", "fcn-data"):  # Hydra's --help and argparse's
         out = run([str(venv / "bin" / script), "--help"], elsewhere, env).stdout
         assert "usage" in out.lower() or "== Config groups" in out, (script, out[:500])
-    train = run([str(venv / "bin" / "fcn-train"), "debug=fdr", *TINY], elsewhere, env)
+    train = run([str(venv / "bin" / "fcn-train"), "debug=fdr", *TINY_SYNTHETIC], elsewhere, env)
     assert "best val/mIoU=" in train.stdout, train.stdout[-2000:]
     assert (elsewhere / "outputs").is_dir()
 

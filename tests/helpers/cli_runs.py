@@ -16,6 +16,18 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 TESTS = Path(__file__).resolve().parents[1]
 
 
+# The smallest useful synthetic data (8 train / 2 val images of 64 px) on CPU, no workers.
+TINY_SYNTHETIC = [
+    "data.synthetic.num_train=8",
+    "data.synthetic.num_val=2",
+    "data.synthetic.size=[64,64]",
+    "data.crop_size=[64,64]",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+]
 SUMMARY = re.compile(r"^best val/mIoU=(\d\.\d{4}) checkpoint=(\S+) logs=(\S+)$", re.M)
 
 
