@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import sys
 from pathlib import Path
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -15,13 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fcn.cli.entry import hydra_entry
 from fcn.deploy.model_files import check_checkpoint
-from fcn.jobs.distributed import (
-    check_same_config,
-    install_hydra_ddp_launcher,
-    launched_ranks_cleanup,
-    sync_batchnorm_supported,
-)
+from fcn.jobs.distributed import launched_ranks_cleanup
 from fcn.jobs.job_record import JobRecord, last_val_metrics, start_job
+from fcn.jobs.lifecycle import exit_interrupted, prepare_job
 from fcn.jobs.signals import JobSignals
 from fcn.training.callbacks import InterruptCheckpoint
 from fcn.training.checkpoint_io import AtomicCheckpointIO, resolve_resume
@@ -40,7 +33,7 @@ def build_callbacks_and_loggers(cfg: DictConfig) -> tuple[list, list]:
 def train(cfg: DictConfig) -> float:
     """Fit and test one configuration; returns the best val mIoU (what sweepers maximise)."""
     ckpt_path = resolve_resume(cfg.get("ckpt_path"), cfg.get("resume"))
-    _prepare_scale_out(cfg, ckpt_path)
+    prepare_job(cfg, ckpt_path)
     # A job that runs again in its own directory (re-run sweep, requeued job) continues there.
     ckpt_path, finished_value = start_job(cfg.paths.output_dir, ckpt_path)
     if finished_value is not None:
@@ -48,30 +41,6 @@ def train(cfg: DictConfig) -> float:
     trainer_ref: list[L.Trainer] = []
     with launched_ranks_cleanup(trainer_ref), JobRecord(cfg) as record:
         return _train(cfg, ckpt_path, trainer_ref, record)
-
-
-def _prepare_scale_out(cfg: DictConfig, ckpt_path: str | None) -> None:
-    """Config decisions that must be the same on every rank (ranks rerun this on their config)."""
-    run_dir = _owning_run_dir(ckpt_path)
-    if run_dir is not None:
-        # Resume in place: checkpoints, TensorBoard curves and best-k bookkeeping continue in the
-        # run that made the checkpoint (this invocation's own Hydra dir only keeps its config).
-        cfg.paths.output_dir = str(run_dir)
-    if cfg.trainer.get("sync_batchnorm") and not sync_batchnorm_supported(cfg.trainer.accelerator):
-        say("note: trainer.sync_batchnorm needs a GPU (SyncBatchNorm rejects CPU tensors); off")
-        cfg.trainer.sync_batchnorm = False
-    if HydraConfig.initialized():
-        check_same_config(cfg)
-        install_hydra_ddp_launcher(cfg)
-
-
-def _owning_run_dir(ckpt_path: str | None) -> Path | None:
-    """`<run>` for a checkpoint at `<run>/checkpoints/*.ckpt` (where fcn.train puts them)."""
-    if not ckpt_path:
-        return None
-    path = Path(ckpt_path).absolute()
-    run = path.parent.parent
-    return run if path.parent.name == "checkpoints" else None
 
 
 def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: JobRecord) -> float:
@@ -105,9 +74,9 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
             # weights_only: Lightning's own read of the checkpoint runs no code either.
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
-        _exit_interrupted(trainer, interrupt, cfg, signals, record)
+        exit_interrupted(trainer, interrupt, cfg, signals, record)
     if signals.stop_pending(trainer):  # the signal came as fit ended: the job stops all the same
-        _exit_interrupted(trainer, interrupt, cfg, signals, record)
+        exit_interrupted(trainer, interrupt, cfg, signals, record)
     final_val = last_val_metrics(trainer)  # before test() replaces the callback metrics
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -134,32 +103,6 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
         log_dir = log_location(loggers, cfg.paths.output_dir)
         print(f"best val/mIoU={best:.4f} checkpoint={best_path or 'none'} logs={log_dir}")
     return best
-
-
-def _exit_interrupted(
-    trainer: L.Trainer,
-    interrupt: InterruptCheckpoint,
-    cfg: DictConfig,
-    signals: JobSignals,
-    record: JobRecord,
-) -> None:
-    """A stop during fit: last.ckpt is written; record it, requeue a cluster job or say how to
-    resume, exit 128+SIGTERM."""
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    saved = interrupt.saved or (last if last.is_file() else "none")
-    record.interrupt(global_step=trainer.global_step, checkpoint=str(saved))
-    if trainer.is_global_zero:
-        requeued = " (a requeued job continues from it by itself)" if signals.active else ""
-        print(
-            f"interrupted at step {trainer.global_step}: saved {saved}; "
-            f"continue with resume={cfg.paths.output_dir}{requeued}",
-            flush=True,
-        )
-    if signals.active:
-        note = signals.requeue(trainer.is_global_zero)  # submitit's requeue exits in there
-        if note and trainer.is_global_zero:
-            print(note, flush=True)
-    sys.exit(128 + signal.SIGTERM)
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:

@@ -1,4 +1,5 @@
-"""torchvision backbones cut into stride-8/16/32 feature extractors, with weight loading.
+"""torchvision backbones cut into stride-8/16/32 feature extractors (their weights:
+fcn/models/backbone_weights.py).
 
 Every backbone maps `N x 3 x H x W` (H, W multiples of 32) to a dict with keys `stride8`,
 `stride16`, `stride32` and records their channel counts in `.channels`.
@@ -7,8 +8,7 @@ Every backbone maps `N x 3 x H x W` (H, W multiples of 32) to a dict with keys `
 from __future__ import annotations
 
 import os
-import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -16,8 +16,7 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from fcn.core.errors import CheckpointError
-from fcn.core.torch_files import load_weights_only, state_dict_mismatch
+from fcn.models.backbone_weights import load_imagenet_weights, load_weights_file
 
 
 class _Spec(NamedTuple):
@@ -125,44 +124,6 @@ class VGGBackbone(nn.Module):
         return {"stride8": pool3, "stride16": pool4, "stride32": fc7}
 
 
-def _load_into(
-    net: nn.Module, state: Mapping[str, Tensor], name: str, classifier: str, source: str
-) -> None:
-    """Load `state` into the full torchvision model; refuse any mismatch in one line.
-
-    The classifier's keys (`<classifier>.*`) may be missing, and nothing else: a features-only
-    dict. They are unused by the FCN, except for vgg16, whose fc6/fc7 then keep torchvision's
-    fresh initialisation.
-    """
-    if not isinstance(state, Mapping):
-        raise CheckpointError(
-            f"{source} holds a {type(state).__name__}, not a state dict; expected a "
-            f"torchvision {name} state dict"
-        )
-    mismatch = state_dict_mismatch(net.state_dict(), state, may_lack=(f"{classifier}.",))
-    if mismatch:
-        raise CheckpointError(
-            f"{source} does not match backbone {name}: expected a torchvision {name} state dict, "
-            f"full or without its {classifier}.* keys ({mismatch.summary()})"
-        )
-    net.load_state_dict(state, strict=False)
-
-
-def _download_state_dict(name: str, weights: models.WeightsEnum) -> Mapping[str, Tensor]:
-    """Fetch ImageNet weights through the torch hub cache; offline -> how to pass a file."""
-    try:
-        return weights.get_state_dict(progress=True, check_hash=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        # URLError/HTTPError are OSErrors; a corrupt cached file raises RuntimeError/Unpickling.
-        filename = os.path.basename(weights.url)
-        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-        raise CheckpointError(
-            f"no cached ImageNet weights for backbone.name={name} and the download failed "
-            f"({type(err).__name__}): pass backbone.weights_path=/path/to/{filename} "
-            f"(a torchvision {name} state dict) or copy that file into {cache}"
-        ) from None
-
-
 def build_backbone(
     name: str, pretrained: bool = False, weights_path: str | os.PathLike | None = None
 ) -> nn.Module:
@@ -174,12 +135,9 @@ def build_backbone(
     net = spec.ctor(weights=None)
     if weights_path is not None:
         path = os.fspath(weights_path)
-        expected = f"a torchvision {name} state dict (.pth)"
-        state = load_weights_only(path, "backbone.weights_path", expected)
-        _load_into(net, state, name, spec.classifier, f"backbone.weights_path={path}")
+        load_weights_file(net, path, name, spec.classifier)
     elif pretrained:
-        state = _download_state_dict(name, spec.weights)
-        _load_into(net, state, name, spec.classifier, f"downloaded {spec.weights}")
+        load_imagenet_weights(net, spec.weights, name, spec.classifier)
     if spec.taps is None:
         return VGGBackbone(net)
     return TappedBackbone(net, spec.taps, spec.channels)
