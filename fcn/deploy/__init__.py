@@ -1,0 +1,1 @@
+"""Using a trained model: reading model files, inference, export, prediction output."""

@@ -1,0 +1,1 @@
+"""One training run: the LightningModule, metrics, optimisers, callbacks, loggers, figures."""
