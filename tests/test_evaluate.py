@@ -74,6 +74,8 @@ def voc(root: Path) -> list[str]:
     return [
         "data=voc",
         f"data.root={root}",
+        "data.classes=null",  # the tree's own names (synthetic.json), not VOC's 21
+        "data.palette=null",
         f"data.num_classes={NUM_CLASSES}",
         "data.num_workers=0",
         "trainer.accelerator=cpu",

@@ -4,6 +4,8 @@
     fcn-data sbd   [--root DATA] [--url URL ...] [--archive FILE] [--checksum ...]
     fcn-data aug   [--root DATA] [--voc-url ... --sbd-archive ... --workers N]
     fcn-data check [--root DATA/VOCdevkit/VOC2012] [--split NAME ...]
+    fcn-data check data=folder data.root=... data.classes=[...]   (any data config, as fcn-train)
+    fcn-data stats data=folder data.root=... data.classes=[...]
 
 DATA defaults to $FCN_DATA, else ./data: where `data=voc` and `data=voc_aug` look by default.
 """
@@ -139,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--no-check", action="store_true", help="skip checking the result")
     aug.set_defaults(run=_aug)
 
-    check = commands.add_parser("check", help="validate a VOC tree as the loaders will")
+    check = commands.add_parser(
+        "check",
+        help="validate a VOC tree as the loaders will; or any data config: fcn-data check "
+        "data=folder data.root=... (the trainer's overrides)",
+    )
     check.add_argument("--root", type=Path, help=f"the VOC tree (default: DATA/{VOC2012.member})")
     check.add_argument(
         "--split",
@@ -152,10 +158,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--num-classes", type=_count(1), default=21)
     check.set_defaults(run=_check)
+    commands.add_parser(
+        "stats",
+        help="per-class pixel and image frequencies per split of any data config: fcn-data "
+        "stats data=folder data.root=... (the trainer's overrides; cached beside the data)",
+    )
     return parser
 
 
+def _hydra_command(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """`check` / `stats` followed by Hydra overrides (`data=folder data.root=...`): the
+    command and its overrides; None for the argparse commands."""
+    if not argv or argv[0] not in ("check", "stats"):
+        return None
+    rest = list(argv[1:])
+    if argv[0] == "stats" and not any(a in ("-h", "--help") for a in rest):
+        return "stats", rest
+    if rest and all("=" in a and not a.startswith("-") for a in rest):
+        return "check", rest
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    hydra_command = _hydra_command(argv)
+    if hydra_command is not None:
+        from fcn.data import config_report
+
+        command, overrides = hydra_command
+        with exit_on_user_error():
+            if command == "stats":
+                config_report.stats(overrides)
+            elif config_report.check(overrides):
+                sys.exit(2)
+        return
     args = build_parser().parse_args(argv)
     try:
         with exit_on_user_error():
