@@ -86,7 +86,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     # Batches of one: whole images at their own size, no padding from a batch-mate.
     datamodule = data_for_model(
-        cfg.data, loaded.info, str(loaded.path), test_split=cfg.split, val_batch_size=1
+        cfg.data, loaded.info, str(loaded.path), str(cfg.split), val_batch_size=1
     )
     datamodule.prepare_data()
     datamodule.setup("test")  # checks every pair of the split before any forward pass

@@ -112,7 +112,7 @@ def verify_on_split(
     options: InferenceOptions,
 ) -> None:
     """Both models over every image of `split` of `cfg.data`; ExportError past the tolerances."""
-    datamodule = data_for_model(cfg.data, info, f"{cfg.ckpt_path}", test_split=split)
+    datamodule = data_for_model(cfg.data, info, f"{cfg.ckpt_path}", split)
     datamodule.prepare_data()
     datamodule.setup("test")
     result = compare_on_split(

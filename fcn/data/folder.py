@@ -126,7 +126,8 @@ def _folder_pairs(root, split, key, image_dir, mask_dir, image_suffix, mask_suff
             )
         raise DataError(
             f"{key}={split}: {' and '.join(parts)}: add the missing files, or check "
-            f"data.image_suffix={image_suffix} and data.mask_suffix={mask_suffix}"
+            f"data.image_suffix={image_suffix or 'null (any image)'} and "
+            f"data.mask_suffix={mask_suffix}"
         )
     pairs = {name: (image_files[name], mask_files[name]) for name in sorted(image_files)}
     return pairs, str(images)

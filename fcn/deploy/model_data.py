@@ -12,8 +12,12 @@ from fcn.core.errors import ConfigError
 from fcn.deploy.model_info import ModelInfo
 
 
-def data_for_model(data_cfg: DictConfig | dict, info: ModelInfo, source: str, **overrides: Any):
-    """Instantiate the datamodule of `data_cfg` for a model whose file `source` carries `info`.
+def data_for_model(
+    data_cfg: DictConfig | dict, info: ModelInfo, source: str, split: str, **overrides: Any
+):
+    """Instantiate the datamodule of `data_cfg` for a model whose file `source` carries `info`,
+    its test split set to `split` (`train`, `val`, `test`: the data config's own
+    `data.<split>_split`, e.g. a list file; any other name as it is).
 
     A config without classes (`data.classes` and `data.num_classes` null, as `data=folder`
     leaves them) reads its masks with the model's classes and colours; a config with classes
@@ -27,7 +31,9 @@ def data_for_model(data_cfg: DictConfig | dict, info: ModelInfo, source: str, **
         cfg["classes"] = list(info.class_names)
         if cfg.get("palette") is None:
             cfg["palette"] = [list(rgb) for rgb in info.palette]
-    datamodule = instantiate({**cfg, **overrides})
+    if split in ("train", "val", "test"):
+        split = cfg.get(f"{split}_split") or split
+    datamodule = instantiate({**cfg, **overrides, "test_split": split})
     if datamodule.num_classes != info.num_classes:
         raise ConfigError(
             f"data.num_classes={datamodule.num_classes} but model={source} predicts "

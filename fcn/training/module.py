@@ -232,5 +232,5 @@ class SegmentationModule(L.LightningModule):
 
 
 def _tag(name: str) -> str:
-    """A TensorBoard-safe tag piece: 'tv/monitor' -> 'tv_monitor'."""
+    """A TensorBoard-safe tag piece: 'potted/plant x' -> 'potted_plant_x'."""
     return name.replace("/", "_").replace(" ", "_")
