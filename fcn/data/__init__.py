@@ -13,7 +13,7 @@ from typing import Any
 
 _WHERE = {
     "LabelSpec": "labels",
-    "MaskDecoder": "labels",
+    "MaskDecoder": "masks",
     "SegmentationDataModule": "datamodule",
     "SegmentationDataset": "dataset",
     "VOCDataModule": "datamodule",

@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from fcn.core.errors import DataError
-from fcn.data.labels import LabelSpec, MaskDecoder
+from fcn.data.labels import LabelSpec
+from fcn.data.masks import MaskDecoder
 from fcn.data.transforms import EvalTransform
 
 # Splits this large are worth remembering as checked (SBD train_aug: 10,582 pairs, ~30 s).
