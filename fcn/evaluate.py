@@ -21,8 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fcn.cli.entry import hydra_entry
-from fcn.core.errors import ConfigError
+from fcn.core.classes import colour_table
 from fcn.deploy.inference import InferenceOptions, predict_logits
+from fcn.deploy.model_data import data_for_model
 from fcn.deploy.model_files import configured_model, load_model
 from fcn.training.figures import prediction_grid, prediction_row
 from fcn.training.metrics import SegmentationMetrics, argmax_classes
@@ -37,8 +38,10 @@ class Evaluator(L.LightningModule):
         num_classes: int,
         options: InferenceOptions,
         num_figure_images: int = 0,
+        colours: list[tuple[int, int, int]] | None = None,
     ) -> None:
         super().__init__()
+        self.colours = colours if colours is not None else colour_table([])
         self.model = model
         self.options = options
         self.metrics = SegmentationMetrics(num_classes)
@@ -62,7 +65,7 @@ class Evaluator(L.LightningModule):
         self.num_images += len(images)
         for image, mask, pred in zip(images, masks, preds, strict=True):
             if len(self.figure_rows) < self.num_figure_images:
-                self.figure_rows.append(prediction_row(image, mask, pred))
+                self.figure_rows.append(prediction_row(image, mask, pred, colours=self.colours))
 
     def on_test_epoch_end(self) -> None:
         self.seconds = time.perf_counter() - self.seconds
@@ -82,13 +85,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     num_classes = loaded.info.num_classes
 
     # Batches of one: whole images at their own size, no padding from a batch-mate.
-    datamodule = instantiate(cfg.data, test_split=cfg.split, val_batch_size=1)
-    if datamodule.num_classes != num_classes:
-        raise ConfigError(
-            f"data.num_classes={datamodule.num_classes} but model={loaded.path} predicts "
-            f"{num_classes} classes: evaluate on data with {num_classes} classes "
-            f"(data.num_classes={num_classes}) or use that data's checkpoint"
-        )
+    datamodule = data_for_model(
+        cfg.data, loaded.info, str(loaded.path), str(cfg.split), val_batch_size=1
+    )
     datamodule.prepare_data()
     datamodule.setup("test")  # checks every pair of the split before any forward pass
 
@@ -98,6 +97,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         num_classes,
         options,
         num_figure_images=int(cfg.eval.get("num_figure_images", 8)) if figure else 0,
+        colours=loaded.info.colour_table(),
     )
     output_dir = Path(cfg.paths.output_dir)
     trainer: L.Trainer = instantiate(
@@ -108,7 +108,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(evaluator, datamodule=datamodule, verbose=False)
     evaluator.gather()
 
-    names = list(datamodule.class_names)
+    names = list(loaded.info.class_names)  # the model's classes, as its checkpoint names them
     result = metrics_dict(evaluator.scores, names, evaluator.num_images)
     result.update(
         model=str(loaded.path),

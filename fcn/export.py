@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
@@ -22,6 +21,7 @@ from fcn.cli.entry import hydra_entry
 from fcn.core.errors import ConfigError
 from fcn.deploy.exporters import FORMATS, write_export
 from fcn.deploy.inference import InferenceOptions
+from fcn.deploy.model_data import data_for_model
 from fcn.deploy.model_files import load_model, rebuild_module
 from fcn.deploy.model_info import ModelInfo
 from fcn.deploy.parity import ExportError, check_comparison, compare_on_split
@@ -97,7 +97,7 @@ def export(cfg: DictConfig) -> Path:
             f"(> tolerance={tolerance}); the file is kept for inspection"
         )
     if split:
-        verify_on_split(cfg, module.model, info.num_classes, path, fmt, str(split), options)
+        verify_on_split(cfg, module.model, info, path, fmt, str(split), options)
     print(f"exported {fmt} to {path}")
     return path
 
@@ -105,19 +105,14 @@ def export(cfg: DictConfig) -> Path:
 def verify_on_split(
     cfg: DictConfig,
     model: nn.Module,
-    num_classes: int,
+    info: ModelInfo,
     path: Path,
     fmt: str,
     split: str,
     options: InferenceOptions,
 ) -> None:
     """Both models over every image of `split` of `cfg.data`; ExportError past the tolerances."""
-    datamodule = instantiate(cfg.data, test_split=split)
-    if datamodule.num_classes != num_classes:
-        raise ConfigError(
-            f"data.num_classes={datamodule.num_classes} but ckpt_path={cfg.ckpt_path} predicts "
-            f"{num_classes} classes: verify on data with data.num_classes={num_classes}"
-        )
+    datamodule = data_for_model(cfg.data, info, f"{cfg.ckpt_path}", split)
     datamodule.prepare_data()
     datamodule.setup("test")
     result = compare_on_split(

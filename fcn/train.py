@@ -11,6 +11,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from fcn.cli.entry import hydra_entry
+from fcn.data.stats import resolve_class_weights
 from fcn.deploy.model_files import check_checkpoint
 from fcn.jobs.distributed import launched_ranks_cleanup
 from fcn.jobs.job_record import JobRecord, last_val_metrics, start_job
@@ -51,7 +52,14 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
     datamodule.prepare_data()
     datamodule.setup("fit")
 
-    module = instantiate(cfg.model, class_names=datamodule.class_names, _convert_="all")
+    # The data's classes (names, colours, void value) go into the checkpoint with the model.
+    module = instantiate(
+        cfg.model,
+        num_classes=datamodule.num_classes,
+        **datamodule.labels.hyper_parameters(),
+        class_weights=resolve_class_weights(cfg.model.get("class_weights"), datamodule),
+        _convert_="all",
+    )
     if ckpt_path:
         check_checkpoint(ckpt_path, module)
     elif cfg.get("init_from"):

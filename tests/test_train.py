@@ -63,6 +63,8 @@ def test_every_config_option_composes_and_instantiates(override, tmp_path):
     if override == "trainer=gpu" and not torch.cuda.is_available():
         assert compose_train([override], tmp_path).trainer.accelerator == "gpu"
         extra = ["trainer.accelerator=cpu", "trainer.precision=32-true"]  # instantiable here
+    if override == "data=folder":  # your own data: its root and classes have no default
+        extra = [f"data.root={tmp_path}", "data.classes=[background,thing]"]
     overrides = [override, *extra, "backbone.pretrained=false", "data.num_workers=0"]
     cfg = compose_train(overrides, tmp_path)
     dm = instantiate(cfg.data)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from fcn.core.classes import VOID_COLOR, VOID_INDEX, voc_colormap, voc_palette
@@ -223,7 +224,9 @@ def test_voc_mini_labels_are_raw_indices(voc_mini: Path) -> None:
 
 
 def test_voc_mini_datamodule(voc_mini: Path) -> None:
-    dm = VOCDataModule(root=str(voc_mini), batch_size=2, num_workers=0)
+    # VOC's class names are data: conf/data/voc.yaml holds them.
+    classes = list(OmegaConf.load(Path(__file__).parents[1] / "conf/data/voc.yaml").classes)
+    dm = VOCDataModule(root=str(voc_mini), batch_size=2, num_workers=0, classes=classes)
     dm.setup("fit")
     assert len(dm.train_dataset) == 295 and len(dm.val_dataset) == 269
     assert dm.class_names[15] == "person"

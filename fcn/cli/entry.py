@@ -16,9 +16,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from fcn.cli.config_tree import config_dir
 from fcn.cli.known_warnings import ignore_known_warnings
 from fcn.cli.resolvers import register_resolvers
+from fcn.core.config_tree import config_dir
 from fcn.core.errors import exit_on_user_error
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from fcn.cli.config_tree import config_dir
+from fcn.core.config_tree import config_dir
 
 # Hydra groups this project provides options for (listed for every entry point: any may -m).
 PROJECT_HYDRA_GROUPS = ("hydra/launcher",)

@@ -1,24 +1,11 @@
-"""The PASCAL VOC classes, their colormap and the void label, and drawing a mask in colours:
-the one place they live."""
+"""Class colours and the void label, and drawing a mask in colours. No dataset's class names live
+here: they are data (`data.classes`, conf/data/*.yaml) and travel in checkpoints and exports."""
 
 from collections.abc import Sequence
 
 import torch
 
 VOID_INDEX = 255
-
-VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "potted plant",
-    "sheep", "sofa", "train", "tv/monitor",
-)  # fmt: skip
-
-VOC_COLORMAP: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128),
-    (0, 128, 128), (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0),
-    (64, 0, 128), (192, 0, 128), (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0),
-    (0, 192, 0), (128, 192, 0), (0, 64, 128),
-)  # fmt: skip
 
 # VOC draws void (255) in this cream colour.
 VOID_COLOR: tuple[int, int, int] = (224, 224, 192)
@@ -55,6 +42,19 @@ def colour_mask(mask: torch.Tensor, colours: Sequence[Sequence[int]] = VOC_COLOU
     return table[mask.long().clamp(0, 255).cpu()]
 
 
-def class_names(num_classes: int) -> list[str]:
-    """VOC names for the first `num_classes` indices; generic names past the 21 VOC classes."""
-    return [VOC_CLASSES[i] if i < len(VOC_CLASSES) else f"class_{i}" for i in range(num_classes)]
+def numbered_class_names(num_classes: int) -> list[str]:
+    """`class_0`, `class_1`, ...: the names of classes that a config or checkpoint never named."""
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
+    """Distinct colours for `num_classes` classes (up to 255): VOC's bit-interleaved colormap."""
+    return voc_colormap(256)[:num_classes]
+
+
+def colour_table(palette: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
+    """256 RGB entries for drawing masks: the classes' `palette`, then the default colormap
+    (void, 255, in VOC's cream)."""
+    table = voc_colormap(256)
+    table[: len(palette)] = [(int(r), int(g), int(b)) for r, g, b in palette]
+    return table

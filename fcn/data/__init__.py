@@ -1,4 +1,5 @@
-"""VOC-layout data: the dataset, joint transforms, the synthetic generator, the datamodule.
+"""Data: datasets of any layout, their classes, joint transforms, the synthetic generator, the
+datamodule.
 
 Names are imported on first use (PEP 562): importing the package then leaves its submodules
 unloaded, so `python -m fcn.data.synthetic` runs the module once (an eager import here made
@@ -11,6 +12,10 @@ from importlib import import_module
 from typing import Any
 
 _WHERE = {
+    "LabelSpec": "labels",
+    "MaskDecoder": "masks",
+    "SegmentationDataModule": "datamodule",
+    "SegmentationDataset": "dataset",
     "VOCDataModule": "datamodule",
     "pad_collate": "datamodule",
     "SYNTHETIC_CLASSES": "synthetic",

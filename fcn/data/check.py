@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn.core.classes import VOID_INDEX, class_names
+from fcn.core.classes import VOID_INDEX, numbered_class_names
 from fcn.core.errors import DataError
 from fcn.data.sbd import AUG_LABEL_DIR, AUG_SPLIT, VOC_LABEL_DIR
 from fcn.data.voc import SPLIT_DIR, VOCSegmentation, read_label, read_split
@@ -76,6 +76,16 @@ def check_tree(
     return reports
 
 
+def voc_class_names(num_classes: int) -> list[str]:
+    """conf/data/voc.yaml's names for VOC's 21 classes; numbered names for other counts."""
+    from omegaconf import OmegaConf
+
+    from fcn.core.config_tree import config_dir
+
+    names = list(OmegaConf.load(config_dir() / "data" / "voc.yaml").classes)
+    return names if len(names) == num_classes else numbered_class_names(num_classes)
+
+
 def format_reports(root: Path, reports: Sequence[SplitReport], num_classes: int = 21) -> str:
     """Pairs per split, then a table of labelled pixels (and images) per class and split."""
     lines = [
@@ -84,7 +94,7 @@ def format_reports(root: Path, reports: Sequence[SplitReport], num_classes: int 
     ]
     for r in reports:
         lines.append(f"  {r.split:<10} {r.num_pairs:>7,} pairs  (labels {r.label_dir}/)")
-    names = [*class_names(num_classes), "void"]
+    names = [*voc_class_names(num_classes), "void"]
     values = [*range(num_classes), VOID_INDEX]
     width = max(len(n) for n in names) + 5
     header = "".join(f"{r.split + ' pixels':>16}{'images':>8}" for r in reports)

@@ -1,4 +1,5 @@
-"""VOCDataModule: VOC-layout data (real, SBD-augmented or generated) for Lightning."""
+"""SegmentationDataModule: any dataset a config describes (VOC's layout, real, SBD-augmented or
+generated; or `data=folder` layouts), its classes from the config, for Lightning."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from fcn.core.classes import VOID_INDEX, class_names
+from fcn.core.classes import VOID_COLOR, VOID_INDEX
 from fcn.core.errors import ConfigError
 from fcn.core.validate import positive_pair, whole_number
+from fcn.data.dataset import SegmentationDataset, Transform
 from fcn.data.eval_sharding import eval_sampler
+from fcn.data.folder import split_pairs
+from fcn.data.labels import LabelSpec
 from fcn.data.synthetic import META_FILE, SYNTHETIC_CLASSES, ensure_synthetic_voc
 from fcn.data.training_stream import train_loader
 from fcn.data.transforms import EvalTransform, TrainTransform
@@ -23,6 +27,7 @@ from fcn.data.voc import VOCSegmentation
 from fcn.data.workers import worker_init
 
 _SYNTHETIC_KEYS = ("num_train", "num_val", "size", "seed")
+LAYOUTS = ("voc", "folder")
 
 
 def pad_collate(
@@ -52,12 +57,15 @@ def _validation_cache() -> Path:
     return Path(os.environ.get("FCN_CACHE", "~/.cache/fcn")).expanduser() / "validated"
 
 
-class VOCDataModule(L.LightningDataModule):
-    """Train on random crops, validate/test on whole images; every id is used.
+class SegmentationDataModule(L.LightningDataModule):
+    """Train on random crops, validate/test on whole images; every pair is used.
 
-    With `synthetic` set (generator arguments num_train, num_val, size, seed), `root` is a
-    cache folder: the tree is generated once into root/<key> and read back through the same
-    VOC code as real data.
+    `layout="voc"` reads a VOC tree (JPEGImages/, `<label_dir>`/, ImageSets/Segmentation/);
+    `layout="folder"` pairs `image_dir` and `mask_dir` files by stem (fcn/data/folder.py).
+    The classes (`classes`, `palette`, `ignore_index`, `label_map`, `reduce_zero_label`,
+    `void_color`) are config: fcn/data/labels.py. With `synthetic` set (generator arguments
+    num_train, num_val, size, seed), `root` is a cache folder: the tree is generated once into
+    root/<key> and read back through the same VOC code as real data.
     """
 
     def __init__(
@@ -73,16 +81,26 @@ class VOCDataModule(L.LightningDataModule):
         batch_size: int = 8,
         val_batch_size: int = 1,
         num_workers: int = 2,
-        num_classes: int = 21,
+        num_classes: int | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = True,
         synthetic: dict[str, Any] | None = None,
+        layout: str = "voc",
+        image_dir: str | None = None,
+        mask_dir: str | None = None,
+        image_suffix: str | None = None,
+        mask_suffix: str = ".png",
+        classes: Sequence[str] | str | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_index: int = VOID_INDEX,
+        label_map: dict[Any, Any] | None = None,
+        reduce_zero_label: bool = False,
+        void_color: Sequence[int] | None = VOID_COLOR,
     ) -> None:
         super().__init__()
         self.crop_size = positive_pair(crop_size, "data.crop_size")
         self.batch_size = whole_number(batch_size, "data.batch_size")
         self.val_batch_size = whole_number(val_batch_size, "data.val_batch_size")
-        self.num_classes = whole_number(num_classes, "data.num_classes")
         try:
             lo, hi = float(scale_range[0]), float(scale_range[1])
         except (TypeError, ValueError, IndexError):
@@ -91,15 +109,44 @@ class VOCDataModule(L.LightningDataModule):
             raise ConfigError(f"data.scale_range must satisfy 0 < min <= max, got {[lo, hi]}")
         self.scale_range = (lo, hi)
         self.num_workers = whole_number(num_workers, "data.num_workers", minimum=0)
+        if layout not in LAYOUTS:
+            raise ConfigError(f"data.layout={layout!r} is not one of {', '.join(LAYOUTS)}")
+        if layout == "folder" and synthetic is not None:
+            raise ConfigError("data.synthetic generates a VOC tree: use it with data.layout=voc")
+        self.layout = layout
         self.root = root
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
         self.train_label_dir, self.val_label_dir = train_label_dir, val_label_dir
+        self.folder = {
+            "image_dir": image_dir,
+            "mask_dir": mask_dir,
+            "image_suffix": image_suffix,
+            "mask_suffix": mask_suffix,
+        }
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        if classes is None and num_classes is not None:
+            classes = self._generated_names(num_classes, synthetic)
+        self.labels = LabelSpec.from_config(
+            classes, palette, ignore_index, label_map, reduce_zero_label, void_color,
+            num_classes, root=Path(str(root)).expanduser(),
+        )  # fmt: skip
+        self.num_classes = self.labels.num_classes
         self.synthetic = self._check_synthetic(synthetic)
-        self.train_dataset: VOCSegmentation | None = None
-        self.val_dataset: VOCSegmentation | None = None
-        self.test_dataset: VOCSegmentation | None = None
+        self.train_dataset: SegmentationDataset | None = None
+        self.val_dataset: SegmentationDataset | None = None
+        self.test_dataset: SegmentationDataset | None = None
+
+    def _generated_names(self, num_classes: int, synthetic: dict | None) -> list[str] | None:
+        """The names a generated tree records (synthetic.json), when only a count is given."""
+        if synthetic is not None and num_classes == len(SYNTHETIC_CLASSES):
+            return list(SYNTHETIC_CLASSES)
+        meta = Path(str(self.root)).expanduser() / META_FILE
+        if self.layout == "voc" and meta.is_file():
+            names = json.loads(meta.read_text()).get("classes", [])
+            if len(names) == num_classes:
+                return list(names)
+        return None
 
     def _check_synthetic(self, synthetic: dict[str, Any] | None) -> dict[str, Any] | None:
         if synthetic is None:
@@ -118,21 +165,14 @@ class VOCDataModule(L.LightningDataModule):
         if self.num_classes != len(SYNTHETIC_CLASSES):
             raise ConfigError(
                 f"data.num_classes={self.num_classes} but the synthetic data has "
-                f"{len(SYNTHETIC_CLASSES)} classes: set data.num_classes={len(SYNTHETIC_CLASSES)}"
+                f"{len(SYNTHETIC_CLASSES)} classes ({', '.join(SYNTHETIC_CLASSES)}): list "
+                f"{len(SYNTHETIC_CLASSES)} names in data.classes"
             )
         return synthetic
 
     @property
     def class_names(self) -> list[str]:
-        """Synthetic names for generated trees (also one passed as a plain root), else VOC's."""
-        if self.synthetic is not None:
-            return list(SYNTHETIC_CLASSES)
-        meta = Path(self.root).expanduser() / META_FILE
-        if meta.is_file():
-            names = json.loads(meta.read_text()).get("classes", [])
-            if len(names) == self.num_classes:
-                return list(names)
-        return class_names(self.num_classes)
+        return list(self.labels.names)
 
     @property
     def data_root(self) -> Path:
@@ -147,32 +187,35 @@ class VOCDataModule(L.LightningDataModule):
             ensure_synthetic_voc(self.root, **self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
-        root = self.data_root
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = VOCSegmentation(
-                root,
-                self.train_split,
-                self.train_label_dir,
-                self.num_classes,
-                TrainTransform(self.crop_size, self.scale_range),
-            )
+            transform = TrainTransform(self.crop_size, self.scale_range)
+            self.train_dataset = self.dataset("train", transform)
             self.train_dataset.validate(cache_dir=_validation_cache())
         if stage in (None, "fit", "validate") and self.val_dataset is None:
-            self.val_dataset = self._eval_dataset(root, self.val_split)
+            self.val_dataset = self._eval_dataset("val")
         if stage in (None, "test", "predict") and self.test_dataset is None:
             same = self.val_dataset is not None and self.test_split == self.val_split
-            self.test_dataset = (
-                self.val_dataset if same else self._eval_dataset(root, self.test_split)
-            )
+            self.test_dataset = self.val_dataset if same else self._eval_dataset("test")
 
-    def _eval_dataset(self, root: Path, split: str) -> VOCSegmentation:
-        dataset = VOCSegmentation(
-            root, split, self.val_label_dir, self.num_classes, EvalTransform()
+    def dataset(self, which: str, transform: Transform | None = None) -> SegmentationDataset:
+        """The pairs of the train, val or test split (not validated yet)."""
+        split = {"train": self.train_split, "val": self.val_split, "test": self.test_split}[which]
+        if self.layout == "voc":
+            label_dir = self.train_label_dir if which == "train" else self.val_label_dir
+            return VOCSegmentation(
+                self.data_root, split, label_dir, transform=transform, labels=self.labels
+            )
+        pairs, source = split_pairs(
+            self.data_root, str(split), f"data.{which}_split", **self.folder
         )
+        return SegmentationDataset(pairs, self.labels, str(split), transform, source)
+
+    def _eval_dataset(self, which: str) -> SegmentationDataset:
+        dataset = self.dataset(which, EvalTransform())
         dataset.validate(cache_dir=_validation_cache())
         return dataset
 
-    def _loader(self, dataset: VOCSegmentation | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: SegmentationDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         common = {
@@ -211,3 +254,7 @@ class VOCDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, train=False)
+
+
+# The name the configs and tests have always used.
+VOCDataModule = SegmentationDataModule

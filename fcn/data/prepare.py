@@ -4,6 +4,8 @@
     fcn-data sbd   [--root DATA] [--url URL ...] [--archive FILE] [--checksum ...]
     fcn-data aug   [--root DATA] [--voc-url ... --sbd-archive ... --workers N]
     fcn-data check [--root DATA/VOCdevkit/VOC2012] [--split NAME ...]
+    fcn-data check data=folder data.root=... data.classes=[...]   (any data config, as fcn-train)
+    fcn-data stats data=folder data.root=... data.classes=[...]
 
 DATA defaults to $FCN_DATA, else ./data: where `data=voc` and `data=voc_aug` look by default.
 """
@@ -16,6 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import DictConfig
+
+from fcn.core.config_tree import config_dir
 from fcn.core.errors import exit_on_user_error
 from fcn.data.archives import SBD, VOC2012, ArchiveSpec, Checksum, ensure
 from fcn.data.check import check_tree, format_reports
@@ -139,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--no-check", action="store_true", help="skip checking the result")
     aug.set_defaults(run=_aug)
 
-    check = commands.add_parser("check", help="validate a VOC tree as the loaders will")
+    check = commands.add_parser(
+        "check",
+        help="validate a VOC tree as the loaders will; or any data config: fcn-data check "
+        "data=folder data.root=... (the trainer's overrides)",
+    )
     check.add_argument("--root", type=Path, help=f"the VOC tree (default: DATA/{VOC2012.member})")
     check.add_argument(
         "--split",
@@ -152,10 +161,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--num-classes", type=_count(1), default=21)
     check.set_defaults(run=_check)
+    commands.add_parser(
+        "stats",
+        help="per-class pixel and image frequencies per split of any data config: fcn-data "
+        "stats data=folder data.root=... (the trainer's overrides; cached beside the data)",
+    )
     return parser
 
 
+def _hydra_command(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """`check` / `stats` followed by Hydra overrides (`data=folder data.root=...`): the
+    command and its overrides; None for the argparse commands."""
+    if not argv or argv[0] not in ("check", "stats"):
+        return None
+    rest = list(argv[1:])
+    if argv[0] == "stats" and not any(a in ("-h", "--help") for a in rest):
+        return "stats", rest
+    if rest and all("=" in a and not a.startswith("-") for a in rest):
+        return "check", rest
+    return None
+
+
+def data_config(overrides: Sequence[str]) -> DictConfig:
+    """The `data` node fcn-train would build from these overrides."""
+    from hydra import compose, initialize_config_dir
+
+    from fcn.cli.entry import prepare_process
+
+    prepare_process()  # the data configs use fcn's resolvers
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("train", list(overrides)).data
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    hydra_command = _hydra_command(argv)
+    if hydra_command is not None:
+        from fcn.data import config_report
+
+        command, overrides = hydra_command
+        with exit_on_user_error():
+            data = data_config(overrides)
+            if command == "stats":
+                config_report.stats(data)
+            elif config_report.check(data):
+                sys.exit(2)
+        return
     args = build_parser().parse_args(argv)
     try:
         with exit_on_user_error():

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from fcn.core.classes import VOID_COLOR, VOID_INDEX, voc_colormap
 from fcn.core.errors import DataError
-from fcn.data.transforms import EvalTransform
+from fcn.data.dataset import SegmentationDataset, Transform
+from fcn.data.labels import LabelSpec
 
 IMAGE_DIR = "JPEGImages"
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
-
 # Splits this large are worth remembering as checked (SBD train_aug: 10,582 pairs, ~30 s).
 VALIDATION_CACHE_MIN_PAIRS = 1000
-_VALIDATION_VERSION = 1
-
-Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _colour_table() -> dict[int, int]:
@@ -113,12 +105,15 @@ def colours_to_indices(rgb: np.ndarray, path: Path | str = "<array>") -> np.ndar
     return lut[inverse.reshape(packed.shape)]
 
 
-class VOCSegmentation(Dataset):
+class VOCSegmentation(SegmentationDataset):
     """VOC-layout pairs (JPEGImages/<id>.jpg, <label_dir>/<id>.png) listed by a split file.
 
     Items are (image float32 3xHxW ImageNet-normalised, mask uint8 HxW, 255 = void) after
-    `transform(image_uint8, mask_uint8)`; the default transform only normalises.
+    `transform(image_uint8, mask_uint8)`; the default transform only normalises. `labels`
+    (default: `num_classes` classes, mask value = class, 255 void) maps mask values to classes.
     """
+
+    read_image = staticmethod(read_image)
 
     def __init__(
         self,
@@ -127,13 +122,14 @@ class VOCSegmentation(Dataset):
         label_dir: str = "SegmentationClass",
         num_classes: int = 21,
         transform: Transform | None = None,
+        labels: LabelSpec | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
-        self.split = split
         self.label_dir = label_dir
-        self.num_classes = num_classes
-        self.transform = transform if transform is not None else EvalTransform()
-        self.ids = read_split(self.root, split)
+        labels = labels if labels is not None else LabelSpec.plain(num_classes)
+        ids = read_split(self.root, split)
+        super().__init__({}, labels, split, transform, source=str(self.root))
+        self.ids = ids
 
     def image_path(self, image_id: str) -> Path:
         return self.root / IMAGE_DIR / f"{image_id}.jpg"
@@ -141,98 +137,28 @@ class VOCSegmentation(Dataset):
     def label_path(self, image_id: str) -> Path:
         return self.root / self.label_dir / f"{image_id}.png"
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The raw pair: uint8 image 3xHxW and uint8 mask HxW."""
-        image_id = self.ids[index]
-        image = read_image(self.image_path(image_id))
-        mask = torch.from_numpy(read_label(self.label_path(image_id)).copy())
-        return image, mask
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load(index)
-        return self.transform(image, mask)
-
-    # -- checks -------------------------------------------------------------------------------
-
-    def validate(self, max_workers: int | None = None, cache_dir: Path | None = None) -> None:
-        """Check every pair before training: files exist, decode, sizes agree, values in range.
-
-        Raises one DataError naming the first bad file (in split order) and the fix. With
-        `cache_dir`, a split of at least VALIDATION_CACHE_MIN_PAIRS pairs that passed once is
-        not decoded again while its files keep their sizes and modification times.
-        """
+    def missing_files(self) -> list[str]:
         for folder in (IMAGE_DIR, self.label_dir):
             if not (self.root / folder).is_dir():
-                raise DataError(
+                return [
                     f"folder {self.root / folder} not found: the VOC tree at data.root "
                     f"needs {IMAGE_DIR}/ and {self.label_dir}/"
-                )
-        stats = []
-        for kind, path_of in (("image", self.image_path), ("label", self.label_path)):
-            missing = []
-            for image_id in self.ids:
-                try:
-                    st = os.stat(path_of(image_id))
-                    stats.append((st.st_size, st.st_mtime_ns))
-                except OSError:
-                    missing.append(image_id)
-            if missing:
-                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-                raise DataError(
-                    f"id {missing[0]!r} in split {self.split!r} has no {kind} "
-                    f"{path_of(missing[0])}{more}: add the file or remove the id from "
-                    f"{self.root / SPLIT_DIR / (self.split + '.txt')}"
-                )
-        stamp = None
-        if cache_dir is not None and len(self.ids) >= VALIDATION_CACHE_MIN_PAIRS:
-            stamp = Path(cache_dir) / self._stamp_key(stats)
-            if stamp.is_file():
-                return
-        workers = max_workers or min(8, 2 * (os.cpu_count() or 1))
-        # Decoding releases the GIL (libjpeg, zlib), so threads give real parallelism here.
-        with ThreadPoolExecutor(workers) as pool:
-            errors = list(pool.map(self._check_pair, self.ids))
-        bad = [e for e in errors if e is not None]
-        if bad:
-            more = (
-                f" ({len(bad) - 1} more bad pairs in split {self.split!r})" if len(bad) > 1 else ""
-            )
-            raise DataError(f"{bad[0]}{more}")
-        if stamp is not None:
-            try:  # best effort: a read-only cache only costs the next run its check
-                stamp.parent.mkdir(parents=True, exist_ok=True)
-                stamp.write_text(f"{self.root.resolve()} {self.split} ok\n")
-            except OSError:
-                pass
+                ]
+        return super().missing_files()
 
-    def _stamp_key(self, stats: list[tuple[int, int]]) -> str:
-        """Names what was checked: tree, split, label folder, classes, every file's size+mtime."""
-        desc = [_VALIDATION_VERSION, str(self.root.resolve()), self.split, self.label_dir]
-        desc += [self.num_classes, self.ids, stats]
-        return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:32] + ".ok"
+    def _missing_message(self, kind: str, missing: list[str]) -> str:
+        path_of = self.image_path if kind == "image" else self.label_path
+        kind = "label" if kind == "mask" else kind
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        return (
+            f"id {missing[0]!r} in split {self.split!r} has no {kind} "
+            f"{path_of(missing[0])}{more}: add the file or remove the id from "
+            f"{self.root / SPLIT_DIR / (self.split + '.txt')}"
+        )
 
-    def _check_pair(self, image_id: str) -> str | None:
-        """One pair's problem as a message, or None; never raises for data problems."""
-        image_path, label_path = self.image_path(image_id), self.label_path(image_id)
-        try:
-            image = read_image(image_path)
-            label = read_label(label_path)
-        except DataError as err:
-            return str(err)
-        if tuple(label.shape) != tuple(image.shape[1:]):
-            return (
-                f"label {label_path} is {label.shape[0]}x{label.shape[1]} but image "
-                f"{image_path} is {image.shape[1]}x{image.shape[2]} (HxW): labels must match "
-                f"their image's size"
-            )
-        present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
-        bad = present[(present >= self.num_classes) & (present != VOID_INDEX)]
-        if bad.size:
-            return (
-                f"label {label_path} has values {bad.tolist()} outside [0, {self.num_classes}) "
-                f"and 255 (void): set data.num_classes to cover them or fix the label"
-            )
-        return None
+    def _cache_threshold(self) -> int:
+        return VALIDATION_CACHE_MIN_PAIRS
+
+    def _stamp_key(self) -> str:
+        # The label folder is part of what was checked (voc_aug: SegmentationClassAug/).
+        return f"{self.label_dir}-{super()._stamp_key()}"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fcn.core.classes import voc_colormap
+from fcn.core.classes import colour_table
 from fcn.core.errors import CheckpointError
 from fcn.core.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -47,7 +47,7 @@ class ModelInfo:
             backbone=str(module.hparams.backbone),
             head=str(module.hparams.head),
             class_names=names,
-            palette=tuple(voc_colormap(len(names))),
+            palette=tuple(tuple(int(c) for c in rgb) for rgb in module.palette),
             config_sha256=hyper_parameters_sha256(hyper_parameters),
         )
 
@@ -97,10 +97,9 @@ class ModelInfo:
         )
 
     def colour_table(self) -> list[tuple[int, int, int]]:
-        """256 RGB entries: the classes' colours, then VOC's (void 255 in its cream colour)."""
-        table = voc_colormap(256)
-        table[: self.num_classes] = list(self.palette)
-        return table
+        """256 RGB entries: the classes' colours, then the default colormap (void 255 in VOC's
+        cream colour)."""
+        return colour_table(self.palette)
 
 
 def hyper_parameters_sha256(hyper_parameters: Mapping[str, Any]) -> str:

@@ -1,27 +1,35 @@
-"""Pictures of predictions: VOC colours, input | truth | prediction grids, confusion figures."""
+"""Pictures of predictions: class colours, input | truth | prediction grids, confusion figures."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from fcn.core.classes import colour_mask
+from fcn.core.classes import VOC_COLOURS, colour_mask
 from fcn.core.normalization import denormalize
 
+Colours = Sequence[Sequence[int]]
 
-def colorize(mask: torch.Tensor) -> torch.Tensor:
-    """H x W class indices (255 void) -> 3 x H x W uint8 in VOC colours."""
-    return colour_mask(mask).permute(2, 0, 1)
+
+def colorize(mask: torch.Tensor, colours: Colours = VOC_COLOURS) -> torch.Tensor:
+    """H x W class indices (255 void) -> 3 x H x W uint8 in `colours` (256 RGB entries)."""
+    return colour_mask(mask, colours).permute(2, 0, 1)
 
 
 def prediction_row(
-    image: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, max_side: int | None = None
+    image: torch.Tensor,
+    target: torch.Tensor,
+    pred: torch.Tensor,
+    max_side: int | None = None,
+    colours: Colours = VOC_COLOURS,
 ) -> torch.Tensor:
-    """One 3 x H x 3W uint8 strip: input | ground truth | prediction, each panel shrunk to at
-    most `max_side` pixels on its longer side (None: full size)."""
-    panels = [denormalize(image), colorize(target), colorize(pred)]
+    """One 3 x H x 3W uint8 strip: input | ground truth | prediction in the classes' `colours`,
+    each panel shrunk to at most `max_side` pixels on its longer side (None: full size)."""
+    panels = [denormalize(image), colorize(target, colours), colorize(pred, colours)]
     h, w = panels[0].shape[-2:]
     if max_side is not None and max(h, w) > max_side:
         size = [max(1, round(h * max_side / max(h, w))), max(1, round(w * max_side / max(h, w)))]

@@ -10,8 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from fcn.core.classes import VOID_INDEX
-from fcn.core.classes import class_names as default_class_names
+from fcn.core.classes import VOID_INDEX, colour_table, default_palette, numbered_class_names
 from fcn.core.errors import CheckpointError, ConfigError, DivergenceError
 from fcn.core.torch_files import load_state_dict_file
 from fcn.models import build_model
@@ -35,6 +34,9 @@ class SegmentationModule(L.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
+        palette: list[list[int]] | None = None,
+        ignore_index: int = VOID_INDEX,
+        class_weights: list[float] | None = None,
         channels_last: bool = False,
         compile: bool = False,
         num_log_images: int = 4,
@@ -55,7 +57,28 @@ class SegmentationModule(L.LightningModule):
             weights_path=weights_path,
             learn_upsampling=learn_upsampling,
         )
-        self.class_names = list(class_names) if class_names else default_class_names(num_classes)
+        # The dataset's classes travel in the checkpoint (hyper-parameters), so evaluating,
+        # predicting and exporting need no data config. Checkpoints from before palettes were
+        # stored draw in the default colours (VOC's colormap).
+        self.class_names = list(class_names) if class_names else numbered_class_names(num_classes)
+        self.palette = [tuple(c) for c in palette] if palette else default_palette(num_classes)
+        if len(self.class_names) != num_classes or len(self.palette) != num_classes:
+            raise ConfigError(
+                f"model.num_classes={num_classes} but {len(self.class_names)} class names and "
+                f"{len(self.palette)} colours were given: they come from the data's class list"
+            )
+        self.colours = colour_table(self.palette)
+        if class_weights is not None:
+            if len(class_weights) != num_classes or min(class_weights) < 0:
+                raise ConfigError(
+                    f"model.class_weights has {len(class_weights)} values for {num_classes} "
+                    "classes: give one non-negative weight per class, in class order, or auto"
+                )
+            self.register_buffer(
+                "class_weights", torch.tensor(class_weights, dtype=torch.float32), persistent=False
+            )
+        else:
+            self.class_weights = None
         self.optimizer_cfg = dict(optimizer or {"name": "sgd", "lr": 0.01, "momentum": 0.9})
         self.scheduler_cfg = dict(scheduler or {"name": "poly"})
         self.channels_last = channels_last
@@ -80,7 +103,9 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
         # Loaders send masks as uint8 (a quarter of the bytes); the loss wants int64 targets.
-        loss = F.cross_entropy(self(images), masks.long(), ignore_index=VOID_INDEX)
+        loss = F.cross_entropy(
+            self(images), masks.long(), weight=self.class_weights, ignore_index=VOID_INDEX
+        )
         self._stop_if_not_finite(loss)  # before backward: the optimizer never applies this step
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], on_step=True)
@@ -145,7 +170,7 @@ class SegmentationModule(L.LightningModule):
             for image, mask, pred in zip(images, masks, preds):
                 if len(self._log_rows) < self.hparams.num_log_images:
                     side = self.hparams.log_image_max_side
-                    self._log_rows.append(prediction_row(image, mask, pred, side))
+                    self._log_rows.append(prediction_row(image, mask, pred, side, self.colours))
 
     def _log_split_metrics(
         self, split: str, metrics: SegmentationMetrics, loss: MeanPixelLoss
@@ -207,5 +232,5 @@ class SegmentationModule(L.LightningModule):
 
 
 def _tag(name: str) -> str:
-    """A TensorBoard-safe tag piece: 'tv/monitor' -> 'tv_monitor'."""
+    """A TensorBoard-safe tag piece: 'potted/plant x' -> 'potted_plant_x'."""
     return name.replace("/", "_").replace(" ", "_")

@@ -68,6 +68,8 @@ def voc(root: Path) -> list[str]:
     return [
         "data=voc",
         f"data.root={root}",
+        "data.classes=null",  # the tree's own names (synthetic.json), not VOC's 21
+        "data.palette=null",
         f"data.num_classes={NUM_CLASSES}",
         "data.num_workers=0",
         "trainer.accelerator=cpu",
@@ -130,6 +132,8 @@ def verify_cfg(ckpt: Path, root: Path, out: Path, *overrides: str):
         "verify_split=val",
         "data=voc",
         f"data.root={root}",
+        "data.classes=null",  # the tree's own names (synthetic.json), not VOC's 21
+        "data.palette=null",
         f"data.num_classes={NUM_CLASSES}",
         "data.num_workers=0",
         "eval.flip=true",
