@@ -26,6 +26,7 @@ from fcn.jobs.signals import JobSignals
 from fcn.training.callbacks import InterruptCheckpoint
 from fcn.training.checkpoint_io import AtomicCheckpointIO, resolve_resume
 from fcn.training.loggers import log_location, log_run_end
+from fcn.training.precision import resolve_precision
 
 # Launched DDP ranks run this file too: only rank 0 talks.
 say = rank_zero_only(print)
@@ -60,6 +61,10 @@ def _prepare_scale_out(cfg: DictConfig, ckpt_path: str | None) -> None:
     if cfg.trainer.get("sync_batchnorm") and not sync_batchnorm_supported(cfg.trainer.accelerator):
         say("note: trainer.sync_batchnorm needs a GPU (SyncBatchNorm rejects CPU tensors); off")
         cfg.trainer.sync_batchnorm = False
+    # Before the config digest below: every rank resolves `auto` alike and compares the result.
+    precision = resolve_precision(cfg.trainer)
+    t = cfg.trainer
+    say(f"start: accelerator={t.accelerator} devices={t.devices} {precision}")
     if HydraConfig.initialized():
         check_same_config(cfg)
         install_hydra_ddp_launcher(cfg)
