@@ -75,12 +75,16 @@ def small_trainer(device: torch.device, **kw) -> L.Trainer:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_voc: Path) -> Path:
     """FCN-8s/ResNet-18 after 3 CPU steps at a tiny lr (varied predictions, not one class)."""
     torch.manual_seed(0)
-    dm = VOCDataModule(root=str(tiny_voc), num_classes=NUM_CLASSES, crop_size=[64, 64],
-                       batch_size=4, num_workers=0)  # fmt: skip
+    dm = VOCDataModule(
+        root=str(tiny_voc), num_classes=NUM_CLASSES, crop_size=[64, 64], batch_size=4, num_workers=0
+    )
     module = SegmentationModule(
-        "resnet18", "fcn8s", NUM_CLASSES, class_names=dm.class_names,
+        "resnet18",
+        "fcn8s",
+        NUM_CLASSES,
+        class_names=dm.class_names,
         optimizer={"name": "sgd", "lr": 1e-6, "momentum": 0.9},
-    )  # fmt: skip
+    )
     trainer = small_trainer(torch.device("cpu"), max_steps=3)
     trainer.fit(module, datamodule=dm)
     path = tmp_path_factory.mktemp("gpu_ckpt") / "tiny.ckpt"
@@ -164,12 +168,20 @@ def test_eval_on_gpu_equals_cpu_on_the_same_checkpoint(gpu, checkpoint, tiny_voc
     for device in ("cpu", accelerator(gpu)):
         out = tmp_path / device
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("eval", [
-                f"ckpt_path={checkpoint}", "data=voc", f"data.root={tiny_voc}",
-                f"data.num_classes={NUM_CLASSES}", "data.num_workers=0",
-                f"trainer.accelerator={device}", "trainer.enable_progress_bar=false",
-                "+trainer.enable_model_summary=false", f"paths.output_dir={out}",
-            ])  # fmt: skip
+            cfg = compose(
+                "eval",
+                [
+                    f"ckpt_path={checkpoint}",
+                    "data=voc",
+                    f"data.root={tiny_voc}",
+                    f"data.num_classes={NUM_CLASSES}",
+                    "data.num_workers=0",
+                    f"trainer.accelerator={device}",
+                    "trainer.enable_progress_bar=false",
+                    "+trainer.enable_model_summary=false",
+                    f"paths.output_dir={out}",
+                ],
+            )
         evaluate(cfg)
         results.append(json.loads((out / "metrics.json").read_text()))
     cpu_result, gpu_result = results
@@ -215,8 +227,9 @@ def test_onnx_runtime_cuda_provider_predicts_as_cpu(gpu, checkpoint, tiny_voc, t
 
     module = rebuild_module(checkpoint)
     info = ModelInfo.from_module(module, module.checkpoint_hyper_parameters)
-    onnx_path = write_export(module.model.eval(), "onnx", tmp_path / "m.onnx",
-                             info.to_metadata("onnx"))  # fmt: skip
+    onnx_path = write_export(
+        module.model.eval(), "onnx", tmp_path / "m.onnx", info.to_metadata("onnx")
+    )
     on_gpu = load_segmenter(onnx_path, device=gpu)
     expected = "CUDAExecutionProvider" if gpu.type == "cuda" else "CPUExecutionProvider"
     assert on_gpu.loaded.network.session.get_providers()[0] == expected  # no silent CPU fallback
@@ -258,18 +271,40 @@ def test_sync_batchnorm_under_ddp_on_gpus(gpu, tmp_path):
     count = torch.cuda.device_count()
     if count < 2:
         pytest.skip(f"SyncBatchNorm under DDP needs 2 GPUs; {count} visible")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO / "tests" / "helpers"), os.environ.get("PYTHONPATH")])
+        ),
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "fcn.train", "trainer=ddp", f"trainer.devices={count}",
-         "trainer.sync_batchnorm=true", f"data.root={tmp_path / 'cache'}",
-         "data.synthetic.num_train=8", "data.synthetic.num_val=2", "data.synthetic.size=[64,64]",
-         "data.crop_size=[64,64]", "data.batch_size=2", "data.num_workers=0",
-         "trainer.max_steps=2", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-         "logger=none", "test_after_fit=false",
-         "+callbacks.sync_bn._target_=sync_bn_probe.SyncBatchNormProbe"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fcn.train",
+            "trainer=ddp",
+            f"trainer.devices={count}",
+            "trainer.sync_batchnorm=true",
+            f"data.root={tmp_path / 'cache'}",
+            "data.synthetic.num_train=8",
+            "data.synthetic.num_val=2",
+            "data.synthetic.size=[64,64]",
+            "data.crop_size=[64,64]",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "trainer.max_steps=2",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+            "test_after_fit=false",
+            "+callbacks.sync_bn._target_=sync_bn_probe.SyncBatchNormProbe",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     layers = [
         line for line in result.stdout.splitlines() if line.startswith("SyncBatchNorm layers:")

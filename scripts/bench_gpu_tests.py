@@ -1,0 +1,63 @@
+"""The `gpu` tests for scripts/bench_gpu.py (section `tests`): pytest in a subprocess under the
+section's time budget, read back from its JUnit XML (every test's outcome, skip reasons)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from bench_common import REPO_ROOT, log
+
+
+def run_gpu_tests(seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="fcn-gpu-tests-") as tmp:
+        report = Path(tmp) / "junit.xml"
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "tests/test_gpu.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+        ]
+        try:
+            done = subprocess.run(
+                command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=max(seconds - 5, 1)
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"pytest ran past the {seconds:.0f} s budget and was stopped"}
+        if not report.is_file():
+            return {
+                "error": f"pytest wrote no report (exit {done.returncode})",
+                "output_tail": (done.stdout + done.stderr)[-2000:],
+            }
+        cases = parse_junit(report)
+    counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failed", "skipped")}
+    log(f"gpu tests: {counts}")
+    result: dict[str, Any] = {"exit_status": done.returncode, "counts": counts, "cases": cases}
+    if counts["failed"]:
+        result["output_tail"] = done.stdout[-4000:]
+    return result
+
+
+def parse_junit(path: Path) -> list[dict[str, str]]:
+    """[{"name", "outcome", "message"}] for each test case in a pytest JUnit XML file."""
+    cases = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            node = case.find(tag)
+            if node is not None:
+                outcome = "skipped" if tag == "skipped" else "failed"
+                message = (node.get("message") or node.text or "").strip()[:300]
+                break
+        cases.append({"name": case.get("name", ""), "outcome": outcome, "message": message})
+    return cases
