@@ -15,6 +15,12 @@ from torch.utils.data import DataLoader
 from fcn.core.classes import VOID_INDEX, class_names
 from fcn.core.errors import ConfigError
 from fcn.core.validate import positive_pair, whole_number
+from fcn.data.device_augment import (
+    DeferredTrainTransform,
+    apply_on_device,
+    deferred_collate,
+    is_deferred_batch,
+)
 from fcn.data.eval_sharding import eval_sampler
 from fcn.data.synthetic import META_FILE, SYNTHETIC_CLASSES, ensure_synthetic_voc
 from fcn.data.training_stream import train_loader
@@ -77,6 +83,7 @@ class VOCDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         synthetic: dict[str, Any] | None = None,
+        gpu_augment: bool = False,
     ) -> None:
         super().__init__()
         self.crop_size = positive_pair(crop_size, "data.crop_size")
@@ -97,6 +104,8 @@ class VOCDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.synthetic = self._check_synthetic(synthetic)
+        # Workers decode and draw; resize/flip/normalise run on the batch on the device.
+        self.gpu_augment = bool(gpu_augment)
         self.train_dataset: VOCSegmentation | None = None
         self.val_dataset: VOCSegmentation | None = None
         self.test_dataset: VOCSegmentation | None = None
@@ -154,7 +163,9 @@ class VOCDataModule(L.LightningDataModule):
                 self.train_split,
                 self.train_label_dir,
                 self.num_classes,
-                TrainTransform(self.crop_size, self.scale_range),
+                (DeferredTrainTransform if self.gpu_augment else TrainTransform)(
+                    self.crop_size, self.scale_range
+                ),
             )
             self.train_dataset.validate(cache_dir=_validation_cache())
         if stage in (None, "fit", "validate") and self.val_dataset is None:
@@ -186,6 +197,8 @@ class VOCDataModule(L.LightningDataModule):
         # Training: a stream that resumes mid-epoch exactly (seeded order and augmentation).
         # Val/test: under DDP every image on exactly one rank (no padding repeats in metrics).
         if train:
+            if self.gpu_augment:
+                common["collate_fn"] = deferred_collate
             return train_loader(dataset, self.batch_size, **common)
         return DataLoader(
             dataset,
@@ -202,6 +215,12 @@ class VOCDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         flag = "allow_zero_length_dataloader_with_multiple_devices"
         return bool(getattr(self, flag) or getattr(module, flag, False))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # data.gpu_augment: the training batch arrives as decoded uint8 plus its draws.
+        if is_deferred_batch(batch):
+            return apply_on_device(*batch, self.crop_size)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, train=True)
