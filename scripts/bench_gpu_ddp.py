@@ -1,7 +1,8 @@
 """DDP on every visible GPU for scripts/bench_gpu.py (section `ddp`), as the CPU test
 (tests/test_scaleout.py) does with gloo: `fcn.train trainer=ddp` trains a few steps on all
 GPUs (NCCL, SyncBatchNorm), then the same weights are validated by one GPU and by all of them;
-the metrics must be equal (the loss up to summation order)."""
+the metrics must be equal (the loss up to summation order). `dry=True` without a GPU runs the
+same steps on 2 CPU processes (gloo): a check of this file."""
 
 from __future__ import annotations
 
@@ -52,26 +53,30 @@ def _test_metrics(cwd: Path) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k.startswith("test/") and v}
 
 
-def bench_ddp(work: Path, seconds: float) -> dict[str, Any]:
+def bench_ddp(work: Path, seconds: float, dry: bool = False) -> dict[str, Any]:
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    accelerator = "gpu"
+    if dry and count == 0:
+        count, accelerator = 2, "cpu"
     if count < 2:
         return {"gpus": count, "skipped": {"all": f"DDP needs 2 or more GPUs; {count} visible"}}
     cache, each = work / "ddp_cache", seconds / 3
-    ddp = ["trainer=ddp", f"trainer.devices={count}", "trainer.accelerator=gpu"]
+    ddp = ["trainer=ddp", f"trainer.devices={count}", f"trainer.accelerator={accelerator}"]
     out = _run(
         [*_tiny(cache), *ddp, "trainer.max_steps=4", "test_after_fit=false"], work / "ddp_fit", each
     )
     (ckpt,) = (work / "ddp_fit" / "outputs").glob("*/*/checkpoints/last.ckpt")
     same = [*_tiny(cache), f"init_from={ckpt}", "trainer.max_epochs=0", "logger=csv"]
-    _run([*same, "trainer.accelerator=gpu", "trainer.devices=1"], work / "one", each)
+    _run([*same, f"trainer.accelerator={accelerator}", "trainer.devices=1"], work / "one", each)
     _run([*same, *ddp], work / "all", each)
     one, every = _test_metrics(work / "one"), _test_metrics(work / "all")
     loss_one, loss_all = one.pop("test/loss"), every.pop("test/loss")
     equal = one == every and abs(loss_one - loss_all) <= 1e-5 * max(abs(loss_one), 1e-12)
-    log(f"ddp on {count} GPUs: metrics equal to 1 GPU: {equal}")
+    log(f"ddp on {count} {accelerator} devices: metrics equal to 1 device: {equal}")
     result = {
+        "accelerator": accelerator,
         "gpus": count,
         "metrics_equal_to_one_gpu": equal,
         "one_gpu": one,

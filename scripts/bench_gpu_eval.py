@@ -8,6 +8,8 @@ eval_images_per_s    Trainer.validate (batch 1, whole images, loss, argmax, conf
                      on the GPU, fp32 and bf16-mixed; median of 2 rounds after a warm-up
 predict_images_per_s fcn-predict end to end (device=cuda, its defaults: model load, decode
                      workers, lanes, PNG + overlay files) over the same JPEGs
+
+`dry=True` runs the GPU half on the CPU with a few images (a check of this file).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bench_common import REPO_ROOT, ListDataset, log, median, voc_tree
 NUM_IMAGES = 20
 
 
-def _confusions(ckpt: Path, pairs: list, has_gpu: bool) -> dict[str, Any]:
+def _confusions(ckpt: Path, pairs: list, device: str | None) -> dict[str, Any]:
     import torch
 
     from fcn.deploy.model_files import load_model
@@ -29,22 +31,20 @@ def _confusions(ckpt: Path, pairs: list, has_gpu: bool) -> dict[str, Any]:
     from fcn.training.metrics import SegmentationMetrics
 
     cpu_net = load_model(ckpt, "torch", "cpu").network
-    gpu_net = load_model(ckpt, "torch", "cuda").network if has_gpu else None
+    gpu_net = load_model(ckpt, "torch", device).network if device else None
     cpu_m = gpu_m = None
-    untied, cpu_s = 0, 0.0
+    untied = 0
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.no_grad():
             for image, mask in pairs:
-                start = time.perf_counter()
                 ref = cpu_net(image[None])
-                cpu_s += time.perf_counter() - start
                 num_classes = ref.shape[1]
                 cpu_m = cpu_m or SegmentationMetrics(num_classes)
                 cpu_m.update(ref, mask[None])
                 if gpu_net is not None:
-                    got = gpu_net(image[None].cuda()).cpu()
+                    got = gpu_net(image[None].to(device)).cpu()
                     gpu_m = gpu_m or SegmentationMetrics(num_classes)
                     gpu_m.update(got, mask[None])
                     untied += untied_differences(ref, got)
@@ -53,7 +53,6 @@ def _confusions(ckpt: Path, pairs: list, has_gpu: bool) -> dict[str, Any]:
     result: dict[str, Any] = {
         "images": len(pairs),
         "cpu_confmat": cpu_m.compute()["confmat"].tolist(),
-        "cpu_forward_images_per_s": round(len(pairs) / cpu_s, 2),
     }
     if gpu_m is not None:
         gpu_confmat = gpu_m.compute()["confmat"]
@@ -63,7 +62,7 @@ def _confusions(ckpt: Path, pairs: list, has_gpu: bool) -> dict[str, Any]:
     return result
 
 
-def _validate_rate(ckpt: Path, pairs: list, precision: str) -> float:
+def _validate_rate(ckpt: Path, pairs: list, precision: str, device: str) -> float:
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -75,7 +74,7 @@ def _validate_rate(ckpt: Path, pairs: list, precision: str) -> float:
     times = []
     for _ in range(3):  # the first round warms up cuDNN for every image size
         trainer = L.Trainer(
-            accelerator="gpu",
+            accelerator="gpu" if device == "cuda" else "cpu",
             devices=1,
             precision=precision,
             logger=False,
@@ -88,7 +87,7 @@ def _validate_rate(ckpt: Path, pairs: list, precision: str) -> float:
     return len(pairs) / median(times[1:])
 
 
-def _predict_rate(ckpt: Path, images: Path, work: Path) -> float:
+def _predict_rate(ckpt: Path, images: Path, work: Path, device: str) -> float:
     from hydra import compose, initialize_config_dir
 
     from fcn.predict import predict
@@ -101,7 +100,7 @@ def _predict_rate(ckpt: Path, images: Path, work: Path) -> float:
                 [
                     f"model={ckpt}",
                     f"input={images}",
-                    "device=cuda",
+                    f"device={device}",
                     f"paths.output_dir={work / f'predict_{r}'}",
                     "progress=false",
                 ],
@@ -112,7 +111,9 @@ def _predict_rate(ckpt: Path, images: Path, work: Path) -> float:
     return len(list(images.iterdir())) / median(times[1:])
 
 
-def bench_eval_predict(voc_root: Path, work: Path, seconds: float, has_gpu: bool) -> dict:
+def bench_eval_predict(
+    voc_root: Path, work: Path, seconds: float, has_gpu: bool, dry: bool = False
+) -> dict:
     from bench_predict import _checkpoint, _image_folder
 
     from fcn.data import VOCSegmentation
@@ -120,24 +121,26 @@ def bench_eval_predict(voc_root: Path, work: Path, seconds: float, has_gpu: bool
     root, num_classes, source = voc_tree(voc_root, work)
     ckpt = _checkpoint(num_classes, work)
     dataset = VOCSegmentation(root, "val", num_classes=num_classes)
-    pairs = [dataset[i] for i in range(min(NUM_IMAGES, len(dataset)))]
+    device = "cuda" if has_gpu else ("cpu" if dry else None)
+    count, predict_count = (3, 3) if dry else (NUM_IMAGES, 40)
+    pairs = [dataset[i] for i in range(min(count, len(dataset)))]
     result: dict[str, Any] = {"data_source": source, "skipped": {}}
-    result["cpu_vs_gpu"] = _confusions(ckpt, pairs, has_gpu)
+    result["cpu_vs_gpu"] = _confusions(ckpt, pairs, device)
     brief = {k: v for k, v in result["cpu_vs_gpu"].items() if "confmat" not in k}
     log(f"eval cpu_vs_gpu: {brief}")
-    if not has_gpu:
+    if device is None:
         result["skipped"]["gpu_half"] = "no CUDA GPU: the CPU half (confusion matrix) ran alone"
         result["skipped"]["throughput"] = "no CUDA GPU (CPU rates: scripts/benchmark.py)"
         return result
     for precision in ("32-true", "bf16-mixed"):
-        rate = _validate_rate(ckpt, pairs, precision)
+        rate = _validate_rate(ckpt, pairs, precision, device)
         result[f"eval_images_per_s_{precision}"] = round(rate, 1)
         log(f"eval Trainer.validate {precision}: {rate:.1f} img/s")
-    folder = _image_folder(root, 40, work)[0].parent
-    result["predict_images_per_s"] = round(_predict_rate(ckpt, folder, work), 1)
-    log(f"fcn-predict device=cuda: {result['predict_images_per_s']} img/s")
+    folder = _image_folder(root, predict_count, work)[0].parent
+    result["predict_images_per_s"] = round(_predict_rate(ckpt, folder, work, device), 1)
+    log(f"fcn-predict device={device}: {result['predict_images_per_s']} img/s")
     result["setup"] = (
         f"FCN-8s/ResNet-18 ({num_classes} classes, random weights) on {len(pairs)} "
-        f"whole val images of {root} (validate) and 40 (fcn-predict)"
+        f"whole val images of {root} (validate) and {predict_count} (fcn-predict)"
     )
     return result

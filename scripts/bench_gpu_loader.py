@@ -6,6 +6,8 @@ epoch keeps every worker busy. Measured with 1 worker (the cost per core) and wi
 per core of this machine; `loader_to_gpu_train_ratio` divides the latter by the GPU's best
 FCN-32s/ResNet-18 training rate: under 1 the GPU waits for data, and 1.5 leaves headroom.
 The 16-core figure is the 1-worker rate x 15 (one core left to the training process).
+Both with TrainTransform in the workers and with data.gpu_augment=true (workers decode and
+draw; `device_side_images_per_s` is what the crop/scale/flip/normalise then costs the device).
 """
 
 from __future__ import annotations
@@ -25,25 +27,26 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def loader_rate(voc_root: Path, workers: int, pin: bool, epochs: int = 2) -> float:
+def loader_rate(
+    voc_root: Path, workers: int, pin: bool, gpu_augment: bool = False, epochs: int = 2
+) -> tuple[float, tuple | None]:
+    """Median images/s over `epochs` after a warm-up epoch; and one batch as it came."""
     import lightning as L
-    import torch
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    overrides = [
+        "data=voc",
+        f"data.root={voc_root}",
+        "data.crop_size=[320,480]",
+        f"data.batch_size={BATCH}",
+        f"data.num_workers={workers}",
+        f"data.pin_memory={str(pin).lower()}",
+        f"data.gpu_augment={str(gpu_augment).lower()}",
+        "paths.output_dir=.",
+    ]
     with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            [
-                "data=voc",
-                f"data.root={voc_root}",
-                "data.crop_size=[320,480]",
-                f"data.batch_size={BATCH}",
-                f"data.num_workers={workers}",
-                f"data.pin_memory={str(pin).lower()}",
-                "paths.output_dir=.",
-            ],
-        )
+        cfg = compose("train", overrides)
     L.seed_everything(0, verbose=False)
     dm = instantiate(cfg.data)
     dm.setup("fit")
@@ -51,49 +54,72 @@ def loader_rate(voc_root: Path, workers: int, pin: bool, epochs: int = 2) -> flo
     repeat = max(1, -(-BATCH * max(workers, 1) * 4 // len(ids)))
     dm.train_dataset.ids = ids * repeat
     loader = dm.train_dataloader()
-    rates = []
+    rates, kept = [], None
     for epoch in range(1 + epochs):  # epoch 0 starts the workers
         loader.sampler.set_epoch(epoch)
         start, count = time.perf_counter(), 0
-        for images, _ in loader:
-            count += len(images)
+        for batch in loader:
+            count += len(batch[0])
+            kept = kept or batch
         rate = count / (time.perf_counter() - start)
         if epoch:
             rates.append(rate)
     del loader
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    return median(rates)
+    return median(rates), kept
 
 
-def bench_loader(voc_root: Path, seconds: float, gpu_train_rate: float | None) -> dict[str, Any]:
+def device_side_rate(batch: tuple, device: str, reps: int = 5) -> float:
+    """images/s of data.gpu_augment's device half on one loader batch."""
+    import torch
+
+    from fcn.data.device_augment import apply_on_device
+
+    images, masks, params = (t.to(device) for t in batch)
+    times = []
+    for _ in range(reps + 1):  # the first call warms up
+        start = time.perf_counter()
+        apply_on_device(images, masks, params, (320, 480))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return len(images) / median(times[1:])
+
+
+def bench_loader(
+    voc_root: Path, seconds: float, gpu_train_rate: float | None, dry: bool = False
+) -> dict[str, Any]:
     import torch
 
     if not (voc_root / "ImageSets" / "Segmentation" / "train.txt").is_file():
         return {"skipped": {"all": f"voc_mini not found at {voc_root} (set FCN_VOC_MINI)"}}
-    pin = torch.cuda.is_available()
+    has_gpu = torch.cuda.is_available()
     cores = usable_cores()
-    one = loader_rate(voc_root, 1, pin)
-    log(f"loader, 1 worker: {one:.0f} img/s")
     result: dict[str, Any] = {
-        "setup": f"data=voc data.root={voc_root}, 320x480 crops, batch {BATCH}, pin_memory={pin}",
+        "setup": f"data=voc data.root={voc_root}, 320x480 crops, batch {BATCH}, "
+        f"pin_memory={has_gpu}; median of 2 epochs after a warm-up epoch",
         "cores": cores,
-        "images_per_s_1_worker": round(one, 1),
-        "estimated_images_per_s_16_cores": round(one * 15, 0),
         "anchor_x1_5_images_per_s": ANCHOR * 1.5,
         "skipped": {},
     }
-    if cores > 1:
-        many = loader_rate(voc_root, cores, pin)
-        log(f"loader, {cores} workers: {many:.0f} img/s")
-        result[f"images_per_s_{cores}_workers"] = round(many, 1)
-        result["images_per_s_all_cores"] = round(many, 1)
-    else:
-        result["images_per_s_all_cores"] = round(one, 1)
+    for name, gpu_augment in (("cpu_augment", False), ("gpu_augment", True)):
+        one, batch = loader_rate(voc_root, 1, has_gpu, gpu_augment)
+        row = {
+            "images_per_s_1_worker": round(one, 1),
+            "estimated_images_per_s_16_cores": round(one * 15),
+        }
+        many = loader_rate(voc_root, cores, has_gpu, gpu_augment)[0] if cores > 1 else one
+        row["images_per_s_all_cores"] = round(many, 1)
+        log(f"loader {name}: 1 worker {one:.0f} img/s, {cores} workers {many:.0f} img/s")
+        if gpu_augment and (has_gpu or dry):
+            device = "cuda" if has_gpu else "cpu"
+            row["device_side_images_per_s"] = round(device_side_rate(batch, device), 1)
+            row["device_side_on"] = device
+        if gpu_train_rate:
+            row["loader_to_gpu_train_ratio"] = round(many / gpu_train_rate, 2)
+            row["loader_bound"] = many < gpu_train_rate
+        result[name] = row
     if gpu_train_rate:
-        ratio = result["images_per_s_all_cores"] / gpu_train_rate
         result["gpu_train_images_per_s"] = gpu_train_rate
-        result["loader_to_gpu_train_ratio"] = round(ratio, 2)
-        result["loader_bound"] = ratio < 1.0
     else:
-        result["skipped"]["ratio"] = "no GPU training rate (no CUDA GPU or train not measured)"
+        result["skipped"]["ratio"] = "no GPU training rate (no CUDA GPU, or train not measured)"
     return result
