@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench_common import REPO_ROOT, loadavg, log, machine_info, quiet_lightning
+from bench_common import REPO_ROOT, loadavg, log, machine_info, quiet_lightning, voc_tree
 
 DEFAULT_VOC_ROOT = Path(
     os.environ.get("FCN_VOC_MINI", REPO_ROOT.parent / "shared" / "data" / "voc_mini")
@@ -143,6 +143,10 @@ def run_sections(
     if dry:
         os.environ["FCN_GPU_TESTS_ON_CPU"] = "1"  # the pytest subprocess inherits it
     steps: dict[str, Callable[[float], dict[str, Any]]] = {}
+    if {"eval", "loader"} & set(only):
+        # voc_mini lies beside the repository; a bare GPU machine gets ~500x375 synthetic JPEGs.
+        tree = voc_tree(voc_root, work)
+        result["data_source"] = tree[2]
     if "tests" in only:
         import bench_gpu_tests
 
@@ -154,13 +158,13 @@ def run_sections(
     if "eval" in only:
         import bench_gpu_eval
 
-        steps["eval"] = lambda s: bench_gpu_eval.bench_eval_predict(voc_root, work, s, has_gpu, dry)
+        steps["eval"] = lambda s: bench_gpu_eval.bench_eval_predict(tree, work, s, has_gpu, dry)
     if "loader" in only:
         import bench_gpu_loader
 
         def loader(seconds: float) -> dict[str, Any]:
             rate = (result.get("train") or {}).get("fcn32s_resnet18_best_images_per_s")
-            return bench_gpu_loader.bench_loader(voc_root, seconds, rate, dry)
+            return bench_gpu_loader.bench_loader(tree, seconds, rate, dry)
 
         steps["loader"] = loader
     if "ddp" in only:

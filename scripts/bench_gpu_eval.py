@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import REPO_ROOT, ListDataset, log, median, voc_tree
+from bench_common import REPO_ROOT, ListDataset, log, median
 
 NUM_IMAGES = 20
 
@@ -112,13 +112,13 @@ def _predict_rate(ckpt: Path, images: Path, work: Path, device: str) -> float:
 
 
 def bench_eval_predict(
-    voc_root: Path, work: Path, seconds: float, has_gpu: bool, dry: bool = False
+    tree: tuple[Path, int, str], work: Path, seconds: float, has_gpu: bool, dry: bool = False
 ) -> dict:
     from bench_predict import _checkpoint, _image_folder
 
     from fcn.data import VOCSegmentation
 
-    root, num_classes, source = voc_tree(voc_root, work)
+    root, num_classes, source = tree  # bench_common.voc_tree
     ckpt = _checkpoint(num_classes, work)
     dataset = VOCSegmentation(root, "val", num_classes=num_classes)
     device = "cuda" if has_gpu else ("cpu" if dry else None)

@@ -1,8 +1,9 @@
 """The real training loader against the GPU for scripts/bench_gpu.py (section `loader`).
 
-`data=voc data.root=<voc_mini>` as fcn-train builds it (decode, random scale 0.5-2, 320x480
-crop, flip, normalise; batch 32; pinned memory beside a GPU), its train ids repeated so an
-epoch keeps every worker busy. Measured with 1 worker (the cost per core) and with one worker
+`data=voc data.root=<voc_mini>` (absent: bench_common.voc_tree's synthetic ~500x375 JPEGs) as
+fcn-train builds it (decode, random scale 0.5-2, 320x480 crop, flip, normalise; batch 32;
+pinned memory beside a GPU), its train ids repeated so an epoch keeps every worker busy.
+Measured with 1 worker (the cost per core) and with one worker
 per core of this machine; `loader_to_gpu_train_ratio` divides the latter by the GPU's best
 FCN-32s/ResNet-18 training rate: under 1 the GPU waits for data, and 1.5 leaves headroom.
 The 16-core figure is the 1-worker rate x 15 (one core left to the training process).
@@ -28,7 +29,7 @@ def usable_cores() -> int:
 
 
 def loader_rate(
-    voc_root: Path, workers: int, pin: bool, gpu_augment: bool = False, epochs: int = 2
+    tree: tuple[Path, int, str], workers: int, pin: bool, gpu_augment: bool = False, epochs: int = 2
 ) -> tuple[float, tuple | None]:
     """Median images/s over `epochs` after a warm-up epoch; and one batch as it came."""
     import lightning as L
@@ -37,7 +38,8 @@ def loader_rate(
 
     overrides = [
         "data=voc",
-        f"data.root={voc_root}",
+        f"data.root={tree[0]}",
+        f"data.num_classes={tree[1]}",
         "data.crop_size=[320,480]",
         f"data.batch_size={BATCH}",
         f"data.num_workers={workers}",
@@ -86,28 +88,26 @@ def device_side_rate(batch: tuple, device: str, reps: int = 5) -> float:
 
 
 def bench_loader(
-    voc_root: Path, seconds: float, gpu_train_rate: float | None, dry: bool = False
+    tree: tuple[Path, int, str], seconds: float, gpu_train_rate: float | None, dry: bool = False
 ) -> dict[str, Any]:
     import torch
 
-    if not (voc_root / "ImageSets" / "Segmentation" / "train.txt").is_file():
-        return {"skipped": {"all": f"voc_mini not found at {voc_root} (set FCN_VOC_MINI)"}}
     has_gpu = torch.cuda.is_available()
     cores = usable_cores()
     result: dict[str, Any] = {
-        "setup": f"data=voc data.root={voc_root}, 320x480 crops, batch {BATCH}, "
+        "setup": f"data=voc data.root={tree[0]} ({tree[2]}), 320x480 crops, batch {BATCH}, "
         f"pin_memory={has_gpu}; median of 2 epochs after a warm-up epoch",
         "cores": cores,
         "anchor_x1_5_images_per_s": ANCHOR * 1.5,
         "skipped": {},
     }
     for name, gpu_augment in (("cpu_augment", False), ("gpu_augment", True)):
-        one, batch = loader_rate(voc_root, 1, has_gpu, gpu_augment)
+        one, batch = loader_rate(tree, 1, has_gpu, gpu_augment)
         row = {
             "images_per_s_1_worker": round(one, 1),
             "estimated_images_per_s_16_cores": round(one * 15),
         }
-        many = loader_rate(voc_root, cores, has_gpu, gpu_augment)[0] if cores > 1 else one
+        many = loader_rate(tree, cores, has_gpu, gpu_augment)[0] if cores > 1 else one
         row["images_per_s_all_cores"] = round(many, 1)
         log(f"loader {name}: 1 worker {one:.0f} img/s, {cores} workers {many:.0f} img/s")
         if gpu_augment and (has_gpu or dry):
