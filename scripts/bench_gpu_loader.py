@@ -3,9 +3,9 @@
 `data=voc data.root=<voc_mini>` (absent: bench_common.voc_tree's synthetic ~500x375 JPEGs) as
 fcn-train builds it (decode, random scale 0.5-2, 320x480 crop, flip, normalise; batch 32;
 pinned memory beside a GPU), its train ids repeated so an epoch keeps every worker busy.
-Measured with 1 worker (the cost per core) and with one worker
-per core of this machine; `loader_to_gpu_train_ratio` divides the latter by the GPU's best
-FCN-32s/ResNet-18 training rate: under 1 the GPU waits for data, and 1.5 leaves headroom.
+Measured with 1 worker (the cost per core) and with one worker per core of this machine;
+`loader_to_gpu_train_ratio` divides the latter by the GPU's best FCN-32s/ResNet-18 training
+rate: under 1 the GPU waits for data, and 1.5 leaves headroom.
 The 16-core figure is the 1-worker rate x 15 (one core left to the training process).
 Both with TrainTransform in the workers and with data.gpu_augment=true (workers decode and
 draw; `device_side_images_per_s` is what the crop/scale/flip/normalise then costs the device).
