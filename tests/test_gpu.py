@@ -131,19 +131,6 @@ def test_amp_training_losses_are_finite(gpu, precision, tiny_datamodule):
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
-@pytest.mark.parametrize("switch", ["channels_last", "compile"])
-def test_channels_last_and_compile_predict_as_eager(gpu, switch):
-    torch.manual_seed(0)
-    eager = SegmentationModule("resnet18", "fcn8s", NUM_CLASSES).to(gpu).eval()
-    fast = SegmentationModule("resnet18", "fcn8s", NUM_CLASSES, **{switch: True}).to(gpu).eval()
-    fast.load_state_dict(eager.state_dict())
-    images = torch.randn(2, 3, 96, 128, device=gpu)
-    with torch.no_grad():
-        expected, got = eager(images), fast(images)
-    torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-3)
-    assert untied_differences(expected, got) == 0
-
-
 # ---- evaluation and prediction: GPU against CPU --------------------------------------------------
 def test_eval_on_gpu_equals_cpu_on_the_same_checkpoint(gpu, checkpoint, tiny_voc, tmp_path):
     pairs = val_images(tiny_voc)
@@ -310,3 +297,18 @@ def test_sync_batchnorm_under_ddp_on_gpus(gpu, tmp_path):
         line for line in result.stdout.splitlines() if line.startswith("SyncBatchNorm layers:")
     ]
     assert layers and int(layers[0].split(":")[1]) > 0, result.stdout[-2000:]
+
+
+# ---- fast paths against eager ------------------------------------------------------------------
+# Last in the file: compiling takes the longest, and a check cut short by its budget loses least.
+@pytest.mark.parametrize("switch", ["channels_last", "compile"])
+def test_channels_last_and_compile_predict_as_eager(gpu, switch):
+    torch.manual_seed(0)
+    eager = SegmentationModule("resnet18", "fcn8s", NUM_CLASSES).to(gpu).eval()
+    fast = SegmentationModule("resnet18", "fcn8s", NUM_CLASSES, **{switch: True}).to(gpu).eval()
+    fast.load_state_dict(eager.state_dict())
+    images = torch.randn(2, 3, 96, 128, device=gpu)
+    with torch.no_grad():
+        expected, got = eager(images), fast(images)
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-3)
+    assert untied_differences(expected, got) == 0
