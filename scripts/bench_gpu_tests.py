@@ -1,5 +1,6 @@
-"""The `gpu` tests for scripts/bench_gpu.py (section `tests`): pytest in a subprocess under the
-section's time budget, read back from its JUnit XML (every test's outcome, skip reasons)."""
+"""The `gpu` tests for scripts/bench_gpu.py (section `tests`): `pytest -m gpu tests` in a
+subprocess under the section's time budget, read back from its JUnit XML (every test's outcome,
+skip reasons)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def run_gpu_tests(seconds: float) -> dict[str, Any]:
             "pytest",
             "-m",
             "gpu",
-            "tests/test_gpu.py",
+            "tests",  # every test marked gpu (tests/test_gpu.py and the GPU halves elsewhere)
             "-q",
             "-p",
             "no:cacheprovider",

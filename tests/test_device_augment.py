@@ -126,3 +126,36 @@ def test_device_path_on_cuda_matches_cpu():
         # CUDA's antialiased resize rounds uint8 its own way: at most 1 level apart.
         assert (got_images[i].cpu() - expected_image).abs().max() <= 1.0 / (255 * 0.224) + 1e-5
         assert (got_masks[i].cpu() != expected_mask).float().mean() < 0.01
+
+
+def test_lightning_applies_the_device_half_before_training_step(tiny_voc):
+    import lightning as L
+
+    from fcn.training.module import SegmentationModule
+
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append((len(batch), batch[0].dtype, tuple(batch[0].shape[-2:])))
+
+    dm = VOCDataModule(
+        root=str(tiny_voc),
+        num_classes=6,
+        crop_size=[64, 64],
+        batch_size=4,
+        num_workers=0,
+        gpu_augment=True,
+    )
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[Probe()],
+    )
+    trainer.fit(SegmentationModule("resnet18", "fcn8s", 6), datamodule=dm)
+    assert seen == [(2, torch.float32, (64, 64))] * 2
