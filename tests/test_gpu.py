@@ -134,7 +134,7 @@ def test_amp_training_losses_are_finite(gpu, precision, tiny_datamodule):
 # ---- evaluation and prediction: GPU against CPU --------------------------------------------------
 def test_eval_on_gpu_equals_cpu_on_the_same_checkpoint(gpu, checkpoint, tiny_voc, tmp_path):
     pairs = val_images(tiny_voc)
-    matrices, untied = [], 0
+    untied = 0
     cpu_net = load_model(checkpoint, "torch", "cpu").network
     gpu_net = load_model(checkpoint, "torch", gpu).network
     cpu_metrics, gpu_metrics = SegmentationMetrics(NUM_CLASSES), SegmentationMetrics(NUM_CLASSES)
@@ -150,7 +150,7 @@ def test_eval_on_gpu_equals_cpu_on_the_same_checkpoint(gpu, checkpoint, tiny_voc
         matrices[0].diagonal() > 0
     ).sum() >= 2  # not a one-class model: the check means something
 
-    # fcn-eval end to end on each device (Lightning moves the model; TF32 as users run it).
+    # fcn-eval end to end on each device (Lightning moves the model there).
     results = []
     for device in ("cpu", accelerator(gpu)):
         out = tmp_path / device
