@@ -175,7 +175,9 @@ def run_sections(
     if "eval" in only:
         import bench_gpu_eval
 
-        steps["eval"] = lambda s: bench_gpu_eval.bench_eval_predict(tree, work, s, has_gpu, dry)
+        steps["eval"] = lambda s: bench_gpu_eval.bench_eval_predict(
+            tree, work, s, has_gpu, dry, out=result.setdefault("eval", {})
+        )
     gpus = torch.cuda.device_count() if has_gpu else 0
     if "ddp" in only and gpus < 2 and not dry:  # decided now: its budget goes to the others
         result["skipped"]["ddp"] = f"DDP needs 2 or more GPUs; {gpus} visible"
@@ -194,7 +196,7 @@ def run_sections(
         try:
             with time_limit(seconds):
                 result[name] = step(seconds)
-        except SectionTimeout as err:  # a budget matter, not a defect; train keeps what it measured
+        except SectionTimeout as err:  # a budget matter; train and eval keep what they measured
             result["skipped"][f"{name}.rest"] = f"time limit: {err}"
         except Exception as err:  # a failing section is reported; the others still run
             result["failures"][name] = f"{type(err).__name__}: {err}"

@@ -112,8 +112,14 @@ def _predict_rate(ckpt: Path, images: Path, work: Path, device: str) -> float:
 
 
 def bench_eval_predict(
-    tree: tuple[Path, int, str], work: Path, seconds: float, has_gpu: bool, dry: bool = False
+    tree: tuple[Path, int, str],
+    work: Path,
+    seconds: float,
+    has_gpu: bool,
+    dry: bool = False,
+    out: dict[str, Any] | None = None,
 ) -> dict:
+    """Fills `out` as it goes (what was measured survives the section's time limit)."""
     from bench_predict import _checkpoint, _image_folder
 
     from fcn.data import VOCSegmentation
@@ -124,7 +130,8 @@ def bench_eval_predict(
     device = "cuda" if has_gpu else ("cpu" if dry else None)
     count, predict_count = (3, 3) if dry else (NUM_IMAGES, 40)
     pairs = [dataset[i] for i in range(min(count, len(dataset)))]
-    result: dict[str, Any] = {"data_source": source, "skipped": {}}
+    result: dict[str, Any] = {} if out is None else out
+    result.update(data_source=source, skipped={})
     result["cpu_vs_gpu"] = _confusions(ckpt, pairs, device)
     brief = {k: v for k, v in result["cpu_vs_gpu"].items() if "confmat" not in k}
     log(f"eval cpu_vs_gpu: {brief}")
