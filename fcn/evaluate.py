@@ -27,6 +27,7 @@ from fcn.deploy.model_data import data_for_model
 from fcn.deploy.model_files import configured_model, load_model
 from fcn.training.figures import prediction_grid, prediction_row
 from fcn.training.metrics import SegmentationMetrics, argmax_classes
+from fcn.training.precision import resolve_precision
 
 
 class Evaluator(L.LightningModule):
@@ -100,6 +101,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         colours=loaded.info.colour_table(),
     )
     output_dir = Path(cfg.paths.output_dir)
+    resolve_precision(cfg.trainer)  # trainer=gpu's `precision: auto`
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[], default_root_dir=str(output_dir)
     )

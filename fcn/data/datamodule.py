@@ -17,6 +17,12 @@ from fcn.core.classes import VOID_COLOR, VOID_INDEX
 from fcn.core.errors import ConfigError
 from fcn.core.validate import positive_pair, whole_number
 from fcn.data.dataset import SegmentationDataset, Transform
+from fcn.data.device_augment import (
+    DeferredTrainTransform,
+    apply_on_device,
+    deferred_collate,
+    is_deferred_batch,
+)
 from fcn.data.eval_sharding import eval_sampler
 from fcn.data.folder import split_pairs
 from fcn.data.labels import LabelSpec
@@ -96,6 +102,7 @@ class SegmentationDataModule(L.LightningDataModule):
         label_map: dict[Any, Any] | None = None,
         reduce_zero_label: bool = False,
         void_color: Sequence[int] | None = VOID_COLOR,
+        gpu_augment: bool = False,
     ) -> None:
         super().__init__()
         self.crop_size = positive_pair(crop_size, "data.crop_size")
@@ -133,6 +140,8 @@ class SegmentationDataModule(L.LightningDataModule):
         )  # fmt: skip
         self.num_classes = self.labels.num_classes
         self.synthetic = self._check_synthetic(synthetic)
+        # Workers decode and draw; resize/flip/normalise run on the batch on the device.
+        self.gpu_augment = bool(gpu_augment)
         self.train_dataset: SegmentationDataset | None = None
         self.val_dataset: SegmentationDataset | None = None
         self.test_dataset: SegmentationDataset | None = None
@@ -188,7 +197,9 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
-            transform = TrainTransform(self.crop_size, self.scale_range)
+            transform = (DeferredTrainTransform if self.gpu_augment else TrainTransform)(
+                self.crop_size, self.scale_range
+            )
             self.train_dataset = self.dataset("train", transform)
             self.train_dataset.validate(cache_dir=_validation_cache())
         if stage in (None, "fit", "validate") and self.val_dataset is None:
@@ -229,6 +240,8 @@ class SegmentationDataModule(L.LightningDataModule):
         # Training: a stream that resumes mid-epoch exactly (seeded order and augmentation).
         # Val/test: under DDP every image on exactly one rank (no padding repeats in metrics).
         if train:
+            if self.gpu_augment:
+                common["collate_fn"] = deferred_collate
             return train_loader(dataset, self.batch_size, **common)
         return DataLoader(
             dataset,
@@ -245,6 +258,12 @@ class SegmentationDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         flag = "allow_zero_length_dataloader_with_multiple_devices"
         return bool(getattr(self, flag) or getattr(module, flag, False))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # data.gpu_augment: the training batch arrives as decoded uint8 plus its draws.
+        if is_deferred_batch(batch):
+            return apply_on_device(*batch, self.crop_size)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, train=True)

@@ -21,6 +21,7 @@ from fcn.jobs.distributed import (
 from fcn.jobs.job_record import JobRecord
 from fcn.jobs.signals import JobSignals
 from fcn.training.callbacks import InterruptCheckpoint
+from fcn.training.precision import resolve_precision
 
 say = rank_zero_only(print)
 
@@ -36,6 +37,10 @@ def prepare_job(cfg: DictConfig, ckpt_path: str | None) -> None:
     if cfg.trainer.get("sync_batchnorm") and not sync_batchnorm_supported(cfg.trainer.accelerator):
         say("note: trainer.sync_batchnorm needs a GPU (SyncBatchNorm rejects CPU tensors); off")
         cfg.trainer.sync_batchnorm = False
+    # Before the config digest below: every rank resolves `auto` alike and compares the result.
+    precision = resolve_precision(cfg.trainer)
+    t = cfg.trainer
+    say(f"start: accelerator={t.accelerator} devices={t.devices} {precision}")
     if HydraConfig.initialized():
         check_same_config(cfg)
         install_hydra_ddp_launcher(cfg)
