@@ -108,7 +108,9 @@ def test_datamodule_gpu_augment_gives_the_cpu_paths_batches(tiny_voc):
     assert images.dtype == torch.float32 and masks.dtype == torch.uint8
     assert torch.equal(images, expected_images) and torch.equal(masks, expected_masks)
     plain = (expected_images, expected_masks)
-    assert VOCDataModule(root=str(tiny_voc)).on_after_batch_transfer(plain, 0) is plain
+    assert (
+        VOCDataModule(root=str(tiny_voc), num_classes=6).on_after_batch_transfer(plain, 0) is plain
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: the CPU run is above")
