@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fcn.cli.config_tree import data_options_with
 from fcn.cli.entry import hydra_entry
 from fcn.core.errors import ConfigError
 from fcn.deploy.inference import InferenceOptions, predict_logits
@@ -86,8 +87,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if datamodule.num_classes != num_classes:
         raise ConfigError(
             f"data.num_classes={datamodule.num_classes} but model={loaded.path} predicts "
-            f"{num_classes} classes: evaluate on data with {num_classes} classes "
-            f"(data.num_classes={num_classes}) or use that data's checkpoint"
+            f"{num_classes} classes: {_data_hint(num_classes)}"
         )
     datamodule.prepare_data()
     datamodule.setup("test")  # checks every pair of the split before any forward pass
@@ -133,6 +133,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             line += f" figure={figure_path}"
         print(line)
     return result
+
+
+def _data_hint(num_classes: int) -> str:
+    """Which `data=` to add: one that has the model's classes (the checkpoint does not record
+    its data config), never only `data.num_classes`, which the synthetic data refuses."""
+    options = data_options_with(num_classes)
+    if not options:
+        return (
+            f"add the data= it was trained on (its data.num_classes={num_classes}) "
+            "with data.root=DIR"
+        )
+    picks = [o if o == "synthetic" else f"{o} data.root=DIR" for o in options]
+    return f"add the data it was trained on: data={' or data='.join(picks)}"
 
 
 def metrics_dict(scores: dict[str, torch.Tensor], names: list[str], num_images: int) -> dict:
