@@ -1,8 +1,8 @@
 """README.md's commands run as printed: every fenced bash command (and python block), in order,
 in one temporary directory, so that chains (train -> export -> predict the exported file) work
-as a reader would type them, each without a warning line in its output. What is replaced, appended or skipped, and why, is the table in
-tests/readme_commands.py. The log of what ran is printed (pytest -s) and kept in the temporary
-directory as readme_commands.log."""
+as a reader would type them, each without a warning line in its output. What is replaced,
+appended or skipped, and why, is the table in tests/readme_commands.py. The log of what ran is
+printed (pytest -s) and kept in the temporary directory as readme_commands.log."""
 
 from __future__ import annotations
 
