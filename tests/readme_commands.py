@@ -104,8 +104,8 @@ PLACEHOLDERS: tuple[tuple[str, str], ...] = (
 # Files the README's commands take as the user's own: name -> voc_mini val images copied there.
 USER_FILES = {"photo.jpg": 1, "photos": 2}
 
-# Tiny budgets by entry point; data keys by the data the command uses (data=voc or a preset
-# that picks it: "voc"; else "synthetic").
+# Tiny budgets by entry point; data keys by the data the command uses ("voc": data=voc or
+# voc_aug, or a preset that picks one; "synthetic": no data= or data=synthetic; "other").
 TINY_DATA = {
     "synthetic": [
         "data.synthetic.num_train=4",
@@ -114,6 +114,7 @@ TINY_DATA = {
         "data.num_workers=0",
     ],
     "voc": ["data.root={voc}", "data.num_workers=0"],
+    "other": [],
 }
 TINY = {
     "train": [

@@ -82,15 +82,18 @@ def entry_point(words: list[str]) -> str | None:
 
 
 def data_kind(words: list[str]) -> str:
+    """ "synthetic" (the default), "voc" (data=voc, data=voc_aug or a preset that picks them), or
+    "other" (another data= option: no data overrides, any checkpoint)."""
+    option = "synthetic"
     for word in words:
-        if word.startswith("data=") and word[5:].startswith("voc"):
-            return "voc"
+        if word.startswith("data="):
+            option = word.split("=", 1)[1]
         if word.startswith("experiment="):
             preset = REPO_ROOT / "conf" / "experiment" / f"{word.split('=', 1)[1]}.yaml"
             defaults = yaml.safe_load(preset.read_text()).get("defaults", [])
-            if {"override /data": "voc"} in defaults:
-                return "voc"
-    return "synthetic"
+            picked = [d["override /data"] for d in defaults if "override /data" in d]
+            option = picked[0] if picked else option
+    return "voc" if option.startswith("voc") else option if option == "synthetic" else "other"
 
 
 class Workspace:
@@ -135,7 +138,8 @@ class Workspace:
 
     def checkpoint_for(self, words: list[str], entry: str | None) -> Path:
         """The newest last.ckpt of a model like the one the command names."""
-        want = {"num_classes": CLASSES[data_kind(words)]}
+        kind = data_kind(words)
+        want = {"num_classes": CLASSES[kind]} if kind in CLASSES else {}
         if entry == "train":
             options = dict(w.split("=", 1) for w in words if "=" in w)
             want.update(backbone=options.get("backbone", "resnet18"))
