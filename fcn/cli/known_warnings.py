@@ -45,6 +45,13 @@ KNOWN: tuple[tuple[str, type[Warning], str], ...] = (
         "asks for (the same batches every epoch), not a problem to report.",
     ),
     (
+        r"LogUniformDistribution has been deprecated",
+        FutureWarning,
+        "hydra-optuna-sweeper builds optuna's LogUniformDistribution for a `tag(log, ...)` "
+        "search space (hparams_search=optuna); optuna 3+ deprecates it. The plugin's code, not "
+        "fcn's config, would have to change.",
+    ),
+    (
         r"Checkpoint directory .* exists and is not empty",
         UserWarning,
         "fcn.train writes into a checkpoints/ that holds files only when it resumes a run in "
