@@ -17,7 +17,7 @@ from fcn.jobs.distributed import launched_ranks_cleanup
 from fcn.jobs.job_record import JobRecord, last_val_metrics, start_job
 from fcn.jobs.lifecycle import exit_interrupted, prepare_job
 from fcn.jobs.signals import JobSignals
-from fcn.training.callbacks import InterruptCheckpoint
+from fcn.training.callbacks import InterruptCheckpoint, RunLengthFit
 from fcn.training.checkpoint_io import AtomicCheckpointIO, resolve_resume
 from fcn.training.loggers import log_location, log_run_end
 
@@ -71,7 +71,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
     signals = JobSignals()  # SLURM/submitit: pre-emption and time limits stop at a batch end
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, interrupt, signals],
+        callbacks=[*callbacks, interrupt, signals, RunLengthFit()],
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
         plugins=[AtomicCheckpointIO()],  # every checkpoint, interrupt one included
@@ -92,6 +92,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
         trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     )
     best = float(best_score) if best_score is not None else float("nan")
+    kept = best_path or _last_checkpoint(cfg)  # no validation ran: the run's end is what it kept
     test_metrics = {}
     if cfg.test_after_fit and not trainer.interrupted:
         results = trainer.test(
@@ -105,12 +106,17 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
         best,
         {"best_val_mIoU": best, **final_val, **test_metrics},
         global_step=trainer.global_step,
-        checkpoint=best_path or None,
+        checkpoint=kept or None,
     )
     if trainer.is_global_zero:
         log_dir = log_location(loggers, cfg.paths.output_dir)
-        print(f"best val/mIoU={best:.4f} checkpoint={best_path or 'none'} logs={log_dir}")
+        print(f"best val/mIoU={best:.4f} checkpoint={kept or 'none'} logs={log_dir}", flush=True)
     return best
+
+
+def _last_checkpoint(cfg: DictConfig) -> str:
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else ""
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:

@@ -92,4 +92,6 @@ def test_user_config_dir_adds_a_data_option(tmp_path: Path):
         args = [sys.executable, "-m", "fcn.train", *extra, "data=mine", "--cfg", "job"]
         out = run(args, cwd=tmp_path, env=env).stdout
         assert "batch_size: 5" in out and "- 96" in out, out[:2000]
-        assert "_target_: fcn.data.SegmentationDataModule" in out  # the rest from the package's synthetic
+        assert (
+            "_target_: fcn.data.SegmentationDataModule" in out
+        )  # the rest from the package's synthetic

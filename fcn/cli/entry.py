@@ -20,17 +20,20 @@ from fcn.cli.known_warnings import ignore_known_warnings
 from fcn.cli.resolvers import register_resolvers
 from fcn.core.config_tree import config_dir
 from fcn.core.errors import exit_on_user_error
+from fcn.jobs.submitit_logs import quiet_submitit_logs
 
 
 def prepare_process() -> None:
     """fcn's resolvers and resumable Optuna sweeper for the config files, and quiet for the
-    dependency warnings a run cannot act on (fcn/cli/known_warnings.py); safe to call again."""
+    dependency warnings a run cannot act on (fcn/cli/known_warnings.py) and for submitit's
+    repeated lines (fcn/jobs/submitit_logs.py); safe to call again."""
     register_resolvers()
     with contextlib.suppress(ImportError):  # hydra-optuna-sweeper is an optional package
         from hydra_plugins.fcn_optuna_sweeper import register
 
         register()
     ignore_known_warnings()
+    quiet_submitit_logs()
 
 
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
@@ -44,6 +47,9 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     def decorate(run: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @functools.wraps(run)  # Hydra names the job after the wrapped function's module
         def task(cfg: DictConfig) -> Any:
+            # Again here: a submitit job (hydra/launcher=slurm|local) runs this function
+            # unpickled, without importing the entry module when it was `python -m`'s __main__.
+            prepare_process()
             with exit_on_user_error():
                 return run(cfg)
 

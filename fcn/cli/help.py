@@ -16,8 +16,11 @@ import yaml
 
 from fcn.core.config_tree import config_dir
 
-# Hydra groups this project provides options for (listed for every entry point: any may -m).
-PROJECT_HYDRA_GROUPS = ("hydra/launcher",)
+# Hydra groups this project provides options for (listed for every entry point: any may -m),
+# with Hydra's own default, which is not one of the files in conf/.
+PROJECT_HYDRA_GROUPS = {
+    "hydra/launcher": "basic, Hydra's own: a sweep's jobs one after another in this process",
+}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(`\"'])")
 _WIDTH = 100
 
@@ -28,7 +31,7 @@ def entry_help(config_name: str, conf: Path | None = None) -> str:
     path = conf / f"{config_name}.yaml"
     text = path.read_text()
     header = "\n".join(_leading_comment(text))
-    groups = [*_default_groups(text), *((g, None) for g in PROJECT_HYDRA_GROUPS)]
+    groups = [*_default_groups(text), *PROJECT_HYDRA_GROUPS.items()]
     parts = [header, "", "== Config groups: pick an option with group=option ==", ""]
     for group, default in groups:
         parts.append(_group_help(conf, group, default))

@@ -8,6 +8,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fcn.core.config_tree import data_options_with
 from fcn.core.errors import ConfigError
 from fcn.deploy.model_info import ModelInfo
 
@@ -37,8 +38,7 @@ def data_for_model(
     if datamodule.num_classes != info.num_classes:
         raise ConfigError(
             f"data.num_classes={datamodule.num_classes} but model={source} predicts "
-            f"{info.num_classes} classes: evaluate on data with {info.num_classes} classes "
-            f"(data.num_classes={info.num_classes}) or use that data's checkpoint"
+            f"{info.num_classes} classes: {_data_hint(info.num_classes)}"
         )
     theirs, ours = list(datamodule.class_names), list(info.class_names)
     if theirs != ours:
@@ -49,3 +49,16 @@ def data_for_model(
             f"data.classes=null to read the masks with the model's classes"
         )
     return datamodule
+
+
+def _data_hint(num_classes: int) -> str:
+    """Which `data=` to add: one that has the model's classes (the checkpoint does not record
+    its data config), never only `data.num_classes`, which the synthetic data refuses."""
+    options = data_options_with(num_classes)
+    if not options:
+        return (
+            f"add the data= it was trained on (its data.num_classes={num_classes}) "
+            "with data.root=DIR"
+        )
+    picks = [o if o == "synthetic" else f"{o} data.root=DIR" for o in options]
+    return f"add the data it was trained on: data={' or data='.join(picks)}"

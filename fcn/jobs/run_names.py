@@ -39,13 +39,15 @@ def job_dir_name(
     sweeper_params: Mapping | None = None,
 ) -> str:
     """`<num>_<key=value,...>` for the overrides this sweep varies (all of the job's overrides,
-    less NOT_IN_NAMES, when that cannot be told); just `<num>` when there are none."""
+    less NOT_IN_NAMES, when that cannot be told); just `<num>` when it varies none (a sweep
+    without a comma list)."""
     overrides = _parse(list(task_overrides))
-    swept = _swept_keys(sweep_dir) | set(sweeper_params or {})
-    if swept:
-        shown = [o for o in overrides if o.key_or_group in swept]
-    else:
+    from_command = _swept_keys(sweep_dir)
+    if from_command is None and not sweeper_params:
         shown = [o for o in overrides if not _locates(o.key_or_group)]
+    else:
+        swept = (from_command or set()) | set(sweeper_params or {})
+        shown = [o for o in overrides if o.key_or_group in swept]
     body = ",".join(f"{o.key_or_group}={_short_value(o)}" for o in shown if not o.is_delete())
     return f"{num}_{safe_name(body)}" if body else str(num)
 
@@ -75,16 +77,17 @@ def _parse(overrides: list[str]) -> list:
     return OverridesParser.create().parse_overrides(overrides)
 
 
-def _swept_keys(sweep_dir: str | None) -> set[str]:
-    """Keys given several values on the sweep's command line (basic sweeper)."""
+def _swept_keys(sweep_dir: str | None) -> set[str] | None:
+    """Keys given several values on the sweep's command line (basic sweeper); None when the
+    command line cannot be read."""
     if not sweep_dir:
-        return set()
+        return None
     saved = Path(str(sweep_dir)) / "multirun.yaml"
     try:
         task = yaml.safe_load(saved.read_text())["hydra"]["overrides"]["task"]
         return {o.key_or_group for o in _parse(list(task)) if o.is_sweep_override()}
     except (OSError, KeyError, TypeError, yaml.YAMLError, ValueError):
-        return set()  # no such file (another sweeper) or not readable: name by all overrides
+        return None  # no such file (another sweeper) or not readable: name by all overrides
 
 
 def _short_value(override) -> str:

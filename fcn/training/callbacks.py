@@ -1,5 +1,5 @@
-"""fcn's own Trainer callbacks: a clean stop on Ctrl+C or SIGTERM that leaves last.ckpt, and the
-one-line note of a `debug=` preset.
+"""fcn's own Trainer callbacks: a clean stop on Ctrl+C or SIGTERM that leaves last.ckpt, the
+one-line note of a `debug=` preset, and logging/validation fitted to a short run.
 
 Cluster jobs' signals (pre-emption, time limits) are `JobSignals` in fcn/jobs/signals.py, beside the
 requeue they lead to; they stop through `request_graceful_stop` and end in InterruptCheckpoint.
@@ -7,6 +7,7 @@ requeue they lead to; they stop through `request_graceful_stop` and end in Inter
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from collections.abc import Mapping
@@ -108,3 +109,29 @@ def _show(value: Any) -> str:
     if isinstance(value, Mapping) and "_target_" in value:
         return str(value["_target_"]).rsplit(".", 1)[-1]
     return str(value)
+
+
+class RunLengthFit(L.Callback):
+    """Fits two Trainer settings to how long this run is, so a short run still logs and
+    validates:
+
+    - `log_every_n_steps` at most the batches of an epoch (a 2-batch run with the default 10
+      would log no train loss, and Lightning warns about it);
+    - a validation at the end of the last epoch when `check_val_every_n_epoch` would skip it
+      (e.g. every 5 epochs, 1 epoch asked for): the run then has a score and a best checkpoint.
+      Only where `max_epochs` ends the run (a `max_steps` end is not known ahead).
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or trainer.datamodule is None:
+            return
+        limit = trainer.limit_train_batches
+        # Lightning shards the train loader over the ranks (its distributed sampler).
+        batches = math.ceil(len(trainer.datamodule.train_dataloader()) / trainer.world_size)
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        trainer.log_every_n_steps = max(1, min(trainer.log_every_n_steps, batches))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = trainer.max_epochs is not None and trainer.current_epoch + 1 == trainer.max_epochs
+        if last and trainer.max_steps == -1 and trainer.check_val_every_n_epoch:
+            trainer.check_val_every_n_epoch = 1

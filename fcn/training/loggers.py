@@ -1,5 +1,6 @@
 """Experiment loggers: pictures to every logger that takes them, MLflow on a local SQLite
-database shared by runs and sweeps, W&B offline unless asked otherwise, the end-of-run record.
+database shared by runs and sweeps, W&B offline unless asked otherwise, CSV history kept on
+resume, the end-of-run record.
 
 Lightning's logger classes are imported here without their packages (mlflow, wandb): those are
 only needed once `logger=mlflow` / `logger=wandb` builds one.
@@ -7,8 +8,10 @@ only needed once `logger=mlflow` / `logger=wandb` builds one.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -123,6 +127,39 @@ def _locked(lock_file: Path | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---- CSV ------------------------------------------------------------------------------------
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSVLogger, but a run resumed in its directory appends to its metrics.csv.
+
+    Lightning's writer deletes an existing metrics.csv when it opens ("Previous log files in
+    this directory will be deleted"). Here the file is moved aside while the writer opens,
+    then put back, and the writer is told its columns, so new rows are appended under the old
+    header (Lightning rewrites the file with a wider header when new columns come).
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if getattr(self, "_history_kept", False):
+            return super().experiment
+        self._history_kept = True
+        metrics = Path(self.log_dir) / "metrics.csv"
+        aside = metrics.with_name(".metrics.csv.resuming")
+        if metrics.is_file():
+            metrics.replace(aside)  # a kill right here leaves it under `aside`: taken next time
+        with warnings.catch_warnings():
+            # About the file moved aside above, which is not deleted.
+            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists")
+            writer = super().experiment
+        if aside.is_file():
+            with open(aside, newline="") as handle:
+                columns = next(csv.reader(handle), [])
+            aside.replace(metrics)
+            # in the file's order: rows appended under that header must line up with it
+            writer.metrics_keys = [*columns, *(k for k in writer.metrics_keys if k not in columns)]
+        return writer
 
 
 # ---- W&B ------------------------------------------------------------------------------------
