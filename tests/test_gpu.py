@@ -19,10 +19,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers.trained import eval_cfg
 
 from fcn.core.normalization import normalize_image
-from fcn.data import VOCDataModule, VOCSegmentation
+from fcn.data import VOCSegmentation
 from fcn.deploy.model_files import load_model
 from fcn.deploy.tie_check import untied_differences
 from fcn.evaluate import evaluate
@@ -72,24 +72,9 @@ def small_trainer(device: torch.device, **kw) -> L.Trainer:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_voc: Path) -> Path:
-    """FCN-8s/ResNet-18 after 3 CPU steps at a tiny lr (varied predictions, not one class)."""
-    torch.manual_seed(0)
-    dm = VOCDataModule(
-        root=str(tiny_voc), num_classes=NUM_CLASSES, crop_size=[64, 64], batch_size=4, num_workers=0
-    )
-    module = SegmentationModule(
-        "resnet18",
-        "fcn8s",
-        NUM_CLASSES,
-        class_names=dm.class_names,
-        optimizer={"name": "sgd", "lr": 1e-6, "momentum": 0.9},
-    )
-    trainer = small_trainer(torch.device("cpu"), max_steps=3)
-    trainer.fit(module, datamodule=dm)
-    path = tmp_path_factory.mktemp("gpu_ckpt") / "tiny.ckpt"
-    trainer.save_checkpoint(path, weights_only=True)
-    return path
+def checkpoint(ckpt: Path) -> Path:
+    """FCN-8s/ResNet-18 after 3 CPU steps at a tiny lr (conftest's `ckpt`: varied predictions)."""
+    return ckpt
 
 
 def val_images(root: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -154,21 +139,7 @@ def test_eval_on_gpu_equals_cpu_on_the_same_checkpoint(gpu, checkpoint, tiny_voc
     results = []
     for device in ("cpu", accelerator(gpu)):
         out = tmp_path / device
-        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-            cfg = compose(
-                "eval",
-                [
-                    f"ckpt_path={checkpoint}",
-                    "data=voc",
-                    f"data.root={tiny_voc}",
-                    f"data.num_classes={NUM_CLASSES}",
-                    "data.num_workers=0",
-                    f"trainer.accelerator={device}",
-                    "trainer.enable_progress_bar=false",
-                    "+trainer.enable_model_summary=false",
-                    f"paths.output_dir={out}",
-                ],
-            )
+        cfg = eval_cfg(checkpoint, tiny_voc, out, f"trainer.accelerator={device}")
         evaluate(cfg)
         results.append(json.loads((out / "metrics.json").read_text()))
     cpu_result, gpu_result = results
