@@ -13,8 +13,9 @@ def config_dir() -> Path:
 
 
 def data_options_with(num_classes: int, conf: Path | None = None) -> list[str]:
-    """The `data=` options of conf/data whose data has `num_classes` classes (an option's
-    `num_classes`, or that of the option its defaults list starts from)."""
+    """The `data=` options of conf/data whose data has `num_classes` classes (the length of an
+    option's `classes` list, else its `num_classes`, else those of the option its defaults
+    list starts from)."""
     import yaml
 
     folder = (conf or config_dir()) / "data"
@@ -24,7 +25,9 @@ def data_options_with(num_classes: int, conf: Path | None = None) -> list[str]:
         if option in seen or not path.is_file():
             return None
         node = yaml.safe_load(path.read_text()) or {}
-        if "num_classes" in node:
+        if isinstance(node.get("classes"), list):
+            return len(node["classes"])
+        if node.get("num_classes") is not None:
             return node["num_classes"]
         bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
         return next((c for b in bases if (c := classes(b, (*seen, option))) is not None), None)
