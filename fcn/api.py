@@ -22,9 +22,10 @@ from PIL import Image
 from fcn.core.classes import colour_mask
 from fcn.core.errors import DataError
 from fcn.deploy.image_files import check_image, overlay, read_rgb
-from fcn.deploy.inference import InferenceOptions, predict_masks
+from fcn.deploy.inference import predict_masks
 from fcn.deploy.model_files import LoadedModel, load_model
 from fcn.deploy.model_info import ModelInfo
+from fcn.models.inference import InferenceOptions
 
 # Paths are refused above this many pixels before decoding, as fcn-predict's default does.
 MAX_PIXELS = 40_000_000

@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fcn.cli.entry import hydra_entry
 from fcn.core.classes import colour_table
-from fcn.deploy.inference import InferenceOptions, predict_logits
 from fcn.deploy.model_data import data_for_model
 from fcn.deploy.model_files import configured_model, load_model
+from fcn.models.inference import InferenceOptions, predict_logits
 from fcn.training.figures import prediction_grid, prediction_row
 from fcn.training.metrics import SegmentationMetrics, argmax_classes
 from fcn.training.precision import resolve_precision

@@ -20,12 +20,12 @@ from torch import nn
 from fcn.cli.entry import hydra_entry
 from fcn.core.errors import ConfigError
 from fcn.deploy.exporters import FORMATS, write_export
-from fcn.deploy.inference import InferenceOptions
 from fcn.deploy.model_data import data_for_model
 from fcn.deploy.model_files import load_model, rebuild_module
 from fcn.deploy.model_info import ModelInfo
 from fcn.deploy.parity import ExportError, check_comparison, compare_on_split
 from fcn.deploy.runtimes import load_torchscript
+from fcn.models.inference import InferenceOptions
 
 __all__ = ["ExportError", "check_parity", "export", "load_exported"]
 

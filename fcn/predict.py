@@ -35,7 +35,7 @@ from fcn.deploy.image_files import (
     read_rgb,
     save_mask,
 )
-from fcn.deploy.inference import InferenceOptions, predict_masks
+from fcn.deploy.inference import predict_masks
 from fcn.deploy.model_files import configured_model, load_model
 from fcn.deploy.prediction_lanes import (
     batch_size_for,
@@ -44,6 +44,7 @@ from fcn.deploy.prediction_lanes import (
     pick_device,
     prediction_lanes,
 )
+from fcn.models.inference import InferenceOptions
 
 
 class ImageFiles(Dataset):

@@ -20,8 +20,8 @@ from helpers.trained import (
 from PIL import Image
 
 from fcn.core.errors import CheckpointError, ConfigError, DataError
-from fcn.deploy.inference import InferenceOptions, predict_logits, window_starts
 from fcn.evaluate import evaluate
+from fcn.models.inference import InferenceOptions, predict_logits, window_starts
 from fcn.predict import predict
 
 

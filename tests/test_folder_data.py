@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -203,3 +204,28 @@ def test_voc_mini_as_folder_scores_exactly_as_data_voc(voc_mini: Path, tmp_path:
         results.append({k: v for k, v in result.items() if k not in ("model", "ckpt_path")})
     assert results[0]["num_images"] == 269
     assert results[0] == results[1]
+
+
+def test_cityscapes_validates_by_sliding_window_and_it_scores_like_whole_images(tmp_path, tiny_voc):
+    cfg = compose_train(["data=cityscapes", f"data.root={tmp_path}"], tmp_path)
+    assert dict(cfg.model.val_inference) == {
+        "mode": "slide", "window": [1024, 1024], "stride": [683, 683]
+    }  # fmt: skip
+    assert compose_train([], tmp_path).model.val_inference is None  # other data: whole images
+    from fcn.data import VOCDataModule
+    from fcn.training.module import SegmentationModule
+
+    torch.manual_seed(0)
+    whole = SegmentationModule("resnet18", "fcn8s", 6)
+    covering = {"mode": "slide", "window": [256, 256], "stride": [128, 128]}  # one window
+    small = {"mode": "slide", "window": [40, 48], "stride": [20, 24]}  # several per image
+    dm = VOCDataModule(root=str(tiny_voc), num_classes=6, batch_size=4, num_workers=0)
+    scores = []
+    for options in (None, covering, small):
+        module = SegmentationModule("resnet18", "fcn8s", 6, val_inference=options)
+        module.load_state_dict(whole.state_dict())
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False)  # fmt: skip
+        scores.append(trainer.validate(module, datamodule=dm, verbose=False)[0]["val/mIoU"])
+    assert scores[1] == scores[0]  # a window covering the image is the whole image
+    assert scores[2] != scores[0]  # smaller windows: the validation really slides

@@ -46,7 +46,7 @@ def compose_train(overrides: list[str], output_dir: Path):
 @pytest.mark.parametrize("entry", ["eval", "predict", "export"])
 @pytest.mark.parametrize("option", EVAL_OPTIONS)
 def test_every_eval_option_composes_for_every_inference_entry_point(entry, option):
-    from fcn.deploy.inference import InferenceOptions
+    from fcn.models.inference import InferenceOptions
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(entry, [f"eval={option}"])

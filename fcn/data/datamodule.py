@@ -103,8 +103,11 @@ class SegmentationDataModule(L.LightningDataModule):
         reduce_zero_label: bool = False,
         void_color: Sequence[int] | None = VOID_COLOR,
         gpu_augment: bool = False,
+        val_inference: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # read by the LightningModule (conf/train.yaml's model.val_inference), kept for reports
+        self.val_inference = val_inference
         self.crop_size = positive_pair(crop_size, "data.crop_size")
         self.batch_size = whole_number(batch_size, "data.batch_size")
         self.val_batch_size = whole_number(val_batch_size, "data.val_batch_size")

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fcn.core.errors import FCNError
-from fcn.deploy.inference import InferenceOptions, Network, predict_logits
+from fcn.models.inference import InferenceOptions, Network, predict_logits
 from fcn.training.metrics import SegmentationMetrics, argmax_classes
 
 

@@ -14,6 +14,7 @@ from fcn.core.classes import VOID_INDEX, colour_table, default_palette, numbered
 from fcn.core.errors import CheckpointError, ConfigError, DivergenceError
 from fcn.core.torch_files import load_state_dict_file
 from fcn.models import build_model
+from fcn.models.inference import InferenceOptions, predict_logits
 from fcn.training.figures import confusion_figure, prediction_grid, prediction_row
 from fcn.training.loggers import figure_image, log_image, takes_images
 from fcn.training.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
@@ -41,6 +42,7 @@ class SegmentationModule(L.LightningModule):
         compile: bool = False,
         num_log_images: int = 4,
         log_image_max_side: int | None = 320,
+        val_inference: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if log_image_max_side is not None and log_image_max_side < 1:
@@ -93,6 +95,13 @@ class SegmentationModule(L.LightningModule):
         self.val_loss = MeanPixelLoss()
         self.test_loss = MeanPixelLoss()
         self._log_rows: list[torch.Tensor] = []
+        # How validation and test images become logits (`data.val_inference`): null is one
+        # forward pass per image; large frames (Cityscapes) are scored by sliding window.
+        self.val_options = (
+            InferenceOptions.from_config(val_inference, key="data.val_inference")
+            if val_inference
+            else None
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -162,7 +171,8 @@ class SegmentationModule(L.LightningModule):
     ) -> None:
         images, masks = batch
         masks = masks.long()
-        logits = self(images)
+        options = self.val_options
+        logits = predict_logits(self, images, options) if options else self(images)
         loss.update(logits, masks)
         preds = argmax_classes(logits)
         metrics.update(preds, masks)
