@@ -8,7 +8,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from fcn.core.classes import VOID_INDEX, colour_table, default_palette, numbered_class_names
 from fcn.core.errors import CheckpointError, ConfigError, DivergenceError
@@ -16,6 +15,7 @@ from fcn.core.torch_files import load_state_dict_file
 from fcn.models import build_model
 from fcn.training.figures import confusion_figure, prediction_grid, prediction_row
 from fcn.training.loggers import figure_image, log_image, takes_images
+from fcn.training.losses import build_loss
 from fcn.training.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
 from fcn.training.optim import build_optimizer, build_scheduler, scheduled_steps
 
@@ -37,6 +37,7 @@ class SegmentationModule(L.LightningModule):
         palette: list[list[int]] | None = None,
         ignore_index: int = VOID_INDEX,
         class_weights: list[float] | None = None,
+        loss: dict[str, Any] | None = None,
         channels_last: bool = False,
         compile: bool = False,
         num_log_images: int = 4,
@@ -79,6 +80,8 @@ class SegmentationModule(L.LightningModule):
             )
         else:
             self.class_weights = None
+        # Loaders map every void value to VOID_INDEX (`ignore_index` is recorded for the data).
+        self.loss_fn = build_loss(loss, VOID_INDEX, self.class_weights)
         self.optimizer_cfg = dict(optimizer or {"name": "sgd", "lr": 0.01, "momentum": 0.9})
         self.scheduler_cfg = dict(scheduler or {"name": "poly"})
         self.channels_last = channels_last
@@ -103,9 +106,7 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
         # Loaders send masks as uint8 (a quarter of the bytes); the loss wants int64 targets.
-        loss = F.cross_entropy(
-            self(images), masks.long(), weight=self.class_weights, ignore_index=VOID_INDEX
-        )
+        loss = self.loss_fn(self(images), masks.long())
         self._stop_if_not_finite(loss)  # before backward: the optimizer never applies this step
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], on_step=True)
