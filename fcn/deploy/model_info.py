@@ -44,7 +44,10 @@ class ModelInfo:
         """From a SegmentationModule and its checkpoint's hyper_parameters (hashed as given)."""
         names = tuple(str(n) for n in module.class_names)
         return cls(
-            backbone=str(module.hparams.backbone),
+            # a timm backbone is named with its model: `timm/convnext_atto`
+            backbone="/".join(
+                str(p) for p in (module.hparams.backbone, module.hparams.get("model_name")) if p
+            ),
             head=str(module.hparams.head),
             class_names=names,
             palette=tuple(tuple(int(c) for c in rgb) for rgb in module.palette),

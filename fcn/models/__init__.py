@@ -14,6 +14,7 @@ from fcn.core.validate import whole_number
 from fcn.models.backbones import BACKBONES, build_backbone
 from fcn.models.fcn import FCN
 from fcn.models.heads import HEADS, FCNHead, bilinear_kernel
+from fcn.models.timm_backbone import TimmBackbone
 
 __all__ = [
     "BACKBONES",
@@ -33,6 +34,7 @@ def build_model(
     pretrained: bool = False,
     weights_path: str | os.PathLike | None = None,
     learn_upsampling: bool = True,
+    model_name: str | None = None,
 ) -> FCN:
     """Build an FCN: torchvision `backbone` (BACKBONES) + score `head` (HEADS).
 
@@ -41,15 +43,26 @@ def build_model(
     `torchvision.models.resnet18().state_dict()`), whole or without the classifier's keys
     (features only), and wins when both are given.
     learn_upsampling=False keeps the transposed convs frozen at bilinear interpolation.
+    backbone="timm" builds timm model `model_name` (fcn/models/timm_backbone.py); its weights
+    are timm's (pretrained) or a timm state dict / .safetensors file (weights_path).
     """
-    if backbone not in BACKBONES:
+    if backbone == "timm":
+        if not model_name:
+            raise ConfigError(
+                "backbone=timm needs backbone.model_name=NAME (a timm model, e.g. resnet18)"
+            )
+    elif backbone not in BACKBONES:
         raise ConfigError(
-            f"unknown backbone.name={backbone!r}; choose one of: {', '.join(BACKBONES)}"
+            f"unknown backbone.name={backbone!r}; choose one of: {', '.join(BACKBONES)}, timm"
         )
     if head not in HEADS:
         raise ConfigError(f"unknown head.name={head!r}; choose one of: {', '.join(HEADS)}")
     whole_number(num_classes, "num_classes")
-    body: nn.Module = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
+    body: nn.Module
+    if backbone == "timm":
+        body = TimmBackbone(model_name, pretrained=pretrained, weights_path=weights_path)
+    else:
+        body = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
     score = FCNHead(head, body.channels, num_classes, learn_upsampling=learn_upsampling)
     return FCN(body, score, num_classes, backbone_name=backbone, head_name=head)
 

@@ -31,6 +31,7 @@ class SegmentationModule(L.LightningModule):
         pretrained: bool = False,
         weights_path: str | None = None,
         learn_upsampling: bool = True,
+        model_name: str | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
@@ -57,6 +58,7 @@ class SegmentationModule(L.LightningModule):
             pretrained=pretrained,
             weights_path=weights_path,
             learn_upsampling=learn_upsampling,
+            model_name=model_name,
         )
         # The dataset's classes travel in the checkpoint (hyper-parameters), so evaluating,
         # predicting and exporting need no data config. Checkpoints from before palettes were
