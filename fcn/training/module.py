@@ -32,6 +32,8 @@ class SegmentationModule(L.LightningModule):
         weights_path: str | None = None,
         learn_upsampling: bool = True,
         model_name: str | None = None,
+        backbone_target: str | None = None,
+        head_target: str | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
@@ -59,6 +61,8 @@ class SegmentationModule(L.LightningModule):
             weights_path=weights_path,
             learn_upsampling=learn_upsampling,
             model_name=model_name,
+            backbone_target=backbone_target,
+            head_target=head_target,
         )
         # The dataset's classes travel in the checkpoint (hyper-parameters), so evaluating,
         # predicting and exporting need no data config. Checkpoints from before palettes were
