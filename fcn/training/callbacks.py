@@ -1,5 +1,5 @@
-"""fcn's own Trainer callbacks: a clean stop on Ctrl+C or SIGTERM that leaves last.ckpt, and the
-one-line note of a `debug=` preset.
+"""fcn's own Trainer callbacks: a clean stop on Ctrl+C or SIGTERM that leaves last.ckpt, the
+one-line note of a `debug=` preset, and the EMA of the weights (`callbacks=ema`).
 
 Cluster jobs' signals (pre-emption, time limits) are `JobSignals` in fcn/jobs/signals.py, beside the
 requeue they lead to; they stop through `request_graceful_stop` and end in InterruptCheckpoint.
@@ -15,6 +15,8 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -108,3 +110,14 @@ def _show(value: Any) -> str:
     if isinstance(value, Mapping) and "_target_" in value:
         return str(value["_target_"]).rsplit(".", 1)[-1]
     return str(value)
+
+
+class WeightsEMA(EMAWeightAveraging):
+    """Lightning's EMAWeightAveraging (checkpoints hold the averaged weights as `state_dict`,
+    the raw ones as `current_model_state`; resuming a fit restores both), except that loading a
+    checkpoint outside fit keeps the averaged weights: Lightning's callback, still holding its
+    average after fit, would load the raw ones into the model fcn-train then tests."""
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint):
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
