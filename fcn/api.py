@@ -12,6 +12,7 @@ the same `eval` options around the same backends), so its masks equal the PNGs i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +87,21 @@ def load_segmenter(
     path: str | os.PathLike,
     backend: str | None = None,
     device: str | torch.device = "cpu",
+    allow_modules: Iterable[str] | None = None,
     **eval_options: Any,
 ) -> Segmenter:
     """Load a checkpoint (.ckpt), ONNX (.onnx) or torch.export (.pt2) file for prediction.
 
     `backend` defaults to the one the suffix names; `eval_options` are fcn-eval's `eval`
     block (mode="slide", window=(512, 512), stride=(341, 341), flip=True, scales=[...]).
-    Files are read with the project's safe loading (no code from them runs).
+    Files are read with the project's safe loading (no code from them runs); a checkpoint
+    naming your own classes (`backbone._target_`) is rebuilt only when their top-level package
+    is in `allow_modules`.
     """
     options = InferenceOptions.from_config(eval_options, key="load_segmenter")
     device = torch.device(device)
-    return Segmenter(load_model(path, backend, device, key="path"), options, device)
+    loaded = load_model(path, backend, device, key="path", allow_modules=allow_modules)
+    return Segmenter(loaded, options, device)
 
 
 def as_rgb_tensor(image: ImageLike) -> torch.Tensor:

@@ -82,7 +82,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.ckpt_path` on `cfg.split` of `cfg.data`; returns the metrics.json dict."""
     options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
     model_file, backend, key = configured_model(cfg)
-    loaded = load_model(model_file, backend, "cpu", key)  # the Trainer moves it
+    # the Trainer moves it
+    loaded = load_model(model_file, backend, "cpu", key, cfg.get("allow_modules"))
     num_classes = loaded.info.num_classes
 
     # Batches of one: whole images at their own size, no padding from a batch-mate.

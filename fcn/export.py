@@ -74,7 +74,7 @@ def export(cfg: DictConfig) -> Path:
     if split and fmt == "torchscript":
         raise ConfigError("verify_split works for format=exported_program or onnx, not torchscript")
     options = InferenceOptions.from_config(cfg.get("eval"), key="eval")
-    module = rebuild_module(cfg.get("ckpt_path"))
+    module = rebuild_module(cfg.get("ckpt_path"), allow_modules=cfg.get("allow_modules"))
     default = Path(cfg.paths.output_dir) / f"model{FORMATS[fmt]}"
     path = Path(cfg.get("output") or default).expanduser()
     if path.exists() and not cfg.get("overwrite", False):

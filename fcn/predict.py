@@ -97,7 +97,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     # Everything that can be checked is checked before the first file is written.
     inputs = list_inputs(cfg.get("input"))
     sizes = [check_image(path, max_pixels) for path in inputs]
-    loaded = load_model(model_file, backend, device, key)
+    loaded = load_model(model_file, backend, device, key, cfg.get("allow_modules"))
     output_dir = Path(cfg.get("output_dir") or cfg.paths.output_dir).expanduser()
     if not cfg.get("overwrite", False):
         taken = [p for img in inputs for p in output_paths(img, output_dir) if p.exists()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -60,6 +61,10 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
         class_weights=resolve_class_weights(cfg.model.get("class_weights"), datamodule),
         _convert_="all",
     )
+    if not cfg.get("compile"):
+        # Lightning's start-up summary counts FLOPs on one training crop (batch 1); without an
+        # example it prints `Total FLOPs: 0`. (A compiled model would compile for this shape.)
+        module.example_input_array = torch.zeros(1, 3, *(cfg.data.get("crop_size") or (512, 512)))
     if ckpt_path:
         check_checkpoint(ckpt_path, module)
     elif cfg.get("init_from"):

@@ -13,7 +13,7 @@ Lightning stores as None), so no extra type is allowed with
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from fcn.core.torch_files import load_weights_only, state_dict_mismatch
 from fcn.deploy.model_info import ModelInfo
 from fcn.deploy.runtimes import OnnxNetwork, load_exported_program
 from fcn.models import without_random_init
+from fcn.models.custom import check_allowed
 
 # backend name -> the suffix of the files it runs
 BACKENDS = {"torch": ".ckpt", "onnx": ".onnx", "exported_program": ".pt2"}
@@ -73,9 +74,11 @@ def load_model(
     backend: str | None = None,
     device: str | torch.device = "cpu",
     key: str = "model",
+    allow_modules: Iterable[str] | None = None,
 ) -> LoadedModel:
     """Load `path` with `backend` (None: from the suffix) for inference on `device`; errors
-    name the file as `key=<path>`."""
+    name the file as `key=<path>`. `allow_modules`: packages whose classes a checkpoint may
+    name (fcn/models/custom.py)."""
     if path is None or str(path) in ("", "None", "null"):
         raise ConfigError(f"{key} is not set: pass model=<.ckpt, .onnx or .pt2 file>")
     path = Path(path).expanduser()
@@ -92,7 +95,7 @@ def load_model(
         )
     device = torch.device(device)
     if backend == "torch":
-        module = rebuild_module(path, key)
+        module = rebuild_module(path, key, allow_modules)
         info = ModelInfo.from_module(module, module.checkpoint_hyper_parameters)
         network: nn.Module = module.model
     elif backend == "onnx":
@@ -136,11 +139,14 @@ def _model_state(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("_forward.")}
 
 
-def rebuild_module(path: str | Path | None, key: str = "ckpt_path"):
+def rebuild_module(
+    path: str | Path | None, key: str = "ckpt_path", allow_modules: Iterable[str] | None = None
+):
     """The SegmentationModule stored in a checkpoint (no pretrained download, eval mode);
     `.checkpoint_hyper_parameters` holds the hyper-parameters as stored.
 
-    A missing file, a non-checkpoint or a checkpoint of another model is one CheckpointError.
+    A missing file, a non-checkpoint or a checkpoint of another model is one CheckpointError;
+    so is one naming a class outside fcn/timm/torchvision and `allow_modules`.
     """
     # deferred: the LightningModule pulls in the optimisers and loggers
     from fcn.training.module import SegmentationModule
@@ -154,6 +160,9 @@ def rebuild_module(path: str | Path | None, key: str = "ckpt_path"):
             f"{key}={path}: not an fcn SegmentationModule checkpoint (no backbone/head/"
             f"num_classes hyper-parameters); pass {CHECKPOINT}"
         )
+    for part in ("backbone", "head"):
+        class_path = stored.get(f"{part}_target")
+        check_allowed(class_path, allow_modules, f"{key}={path}: its {part}._target_")
     known = inspect.signature(SegmentationModule.__init__).parameters
     hp = {k: v for k, v in stored.items() if k in known}
     # No weight download or torch.compile at inference: the checkpoint holds every weight.

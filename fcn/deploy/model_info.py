@@ -43,9 +43,12 @@ class ModelInfo:
     def from_module(cls, module: Any, hyper_parameters: Mapping[str, Any]) -> ModelInfo:
         """From a SegmentationModule and its checkpoint's hyper_parameters (hashed as given)."""
         names = tuple(str(n) for n in module.class_names)
+        hp = module.hparams
         return cls(
-            backbone=str(module.hparams.backbone),
-            head=str(module.hparams.head),
+            # a timm backbone is named with its model (`timm/convnext_atto`), your own by class
+            backbone=hp.get("backbone_target")
+            or "/".join(str(p) for p in (hp["backbone"], hp.get("model_name")) if p),
+            head=str(hp.get("head_target") or hp["head"]),
             class_names=names,
             palette=tuple(tuple(int(c) for c in rgb) for rgb in module.palette),
             config_sha256=hyper_parameters_sha256(hyper_parameters),

@@ -12,8 +12,10 @@ from torch.overrides import TorchFunctionMode
 from fcn.core.errors import ConfigError
 from fcn.core.validate import whole_number
 from fcn.models.backbones import BACKBONES, build_backbone
+from fcn.models.custom import custom_backbone, custom_head
 from fcn.models.fcn import FCN
 from fcn.models.heads import HEADS, FCNHead, bilinear_kernel
+from fcn.models.timm_backbone import TimmBackbone
 
 __all__ = [
     "BACKBONES",
@@ -33,6 +35,9 @@ def build_model(
     pretrained: bool = False,
     weights_path: str | os.PathLike | None = None,
     learn_upsampling: bool = True,
+    model_name: str | None = None,
+    backbone_target: str | None = None,
+    head_target: str | None = None,
 ) -> FCN:
     """Build an FCN: torchvision `backbone` (BACKBONES) + score `head` (HEADS).
 
@@ -41,16 +46,41 @@ def build_model(
     `torchvision.models.resnet18().state_dict()`), whole or without the classifier's keys
     (features only), and wins when both are given.
     learn_upsampling=False keeps the transposed convs frozen at bilinear interpolation.
+    backbone="timm" builds timm model `model_name` (fcn/models/timm_backbone.py); its weights
+    are timm's (pretrained) or a timm state dict / .safetensors file (weights_path).
+    backbone_target / head_target: your own classes by path, replacing backbone / head
+    (contract: fcn/models/custom.py).
     """
-    if backbone not in BACKBONES:
+    if backbone_target:
+        if pretrained or weights_path is not None:
+            raise ConfigError(
+                f"backbone._target_={backbone_target} loads its own weights: set "
+                "backbone.pretrained=false and backbone.weights_path=null"
+            )
+    elif backbone == "timm":
+        if not model_name:
+            raise ConfigError(
+                "backbone=timm needs backbone.model_name=NAME (a timm model, e.g. resnet18)"
+            )
+    elif backbone not in BACKBONES:
         raise ConfigError(
-            f"unknown backbone.name={backbone!r}; choose one of: {', '.join(BACKBONES)}"
+            f"unknown backbone.name={backbone!r}; choose one of: {', '.join(BACKBONES)}, timm"
         )
-    if head not in HEADS:
+    if head not in HEADS and not head_target:
         raise ConfigError(f"unknown head.name={head!r}; choose one of: {', '.join(HEADS)}")
     whole_number(num_classes, "num_classes")
-    body: nn.Module = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
-    score = FCNHead(head, body.channels, num_classes, learn_upsampling=learn_upsampling)
+    body: nn.Module
+    if backbone_target:
+        body, backbone = custom_backbone(backbone_target), backbone_target
+    elif backbone == "timm":
+        body = TimmBackbone(model_name, pretrained=pretrained, weights_path=weights_path)
+    else:
+        body = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
+    score: nn.Module
+    if head_target:
+        score, head = custom_head(head_target, body.channels, num_classes), head_target
+    else:
+        score = FCNHead(head, body.channels, num_classes, learn_upsampling=learn_upsampling)
     return FCN(body, score, num_classes, backbone_name=backbone, head_name=head)
 
 

@@ -49,6 +49,14 @@ class FCN(nn.Module):
             return self._padded(x)
         return self.head(self.backbone(x))
 
+    def forward_with_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training with an auxiliary head: the logits (as forward, always padded) and the
+        backbone's features of the padded input."""
+        h, w = x.shape[-2], x.shape[-1]
+        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
+        features = self.backbone(F.pad(x, (0, pad_w, 0, pad_h)))
+        return self.head(features)[..., :h, :w], features
+
     def _padded(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2], x.shape[-1]
         pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE

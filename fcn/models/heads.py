@@ -83,3 +83,26 @@ class FCNHead(nn.Module):
         if self.name == "fcn8s":
             score = self.up16(score) + self.score8(features["stride8"])
         return self.final_up(score)
+
+
+class AuxHead(nn.Module):
+    """Auxiliary FCN head on the stride-16 features (as mmsegmentation's auxiliary FCNHead: 3x3
+    conv, BN, ReLU, dropout, 1x1 scores), for an extra training loss (`model.aux_weight`). It
+    lives beside the FCN, not in it: exports and inference never run it."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 256) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.1),
+            nn.Conv2d(channels, num_classes, kernel_size=1),
+        )
+
+    def forward(self, stride16: Tensor, size: tuple[int, int]) -> Tensor:
+        """Scores at stride 16, upsampled bilinearly to the padded input and cropped to `size`."""
+        scores = self.block(stride16)
+        padded = (stride16.shape[-2] * 16, stride16.shape[-1] * 16)
+        up = nn.functional.interpolate(scores, size=padded, mode="bilinear", align_corners=False)
+        return up[..., : size[0], : size[1]]

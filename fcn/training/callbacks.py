@@ -1,5 +1,6 @@
 """fcn's own Trainer callbacks: a clean stop on Ctrl+C or SIGTERM that leaves last.ckpt, the
-one-line note of a `debug=` preset, and logging/validation fitted to a short run.
+one-line note of a `debug=` preset, logging/validation fitted to a short run, and the EMA of
+the weights (`callbacks=ema`).
 
 Cluster jobs' signals (pre-emption, time limits) are `JobSignals` in fcn/jobs/signals.py, beside the
 requeue they lead to; they stop through `request_graceful_stop` and end in InterruptCheckpoint.
@@ -16,6 +17,8 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -135,3 +138,14 @@ class RunLengthFit(L.Callback):
         last = trainer.max_epochs is not None and trainer.current_epoch + 1 == trainer.max_epochs
         if last and trainer.max_steps == -1 and trainer.check_val_every_n_epoch:
             trainer.check_val_every_n_epoch = 1
+
+
+class WeightsEMA(EMAWeightAveraging):
+    """Lightning's EMAWeightAveraging (checkpoints hold the averaged weights as `state_dict`,
+    the raw ones as `current_model_state`; resuming a fit restores both), except that loading a
+    checkpoint outside fit keeps the averaged weights: Lightning's callback, still holding its
+    average after fit, would load the raw ones into the model fcn-train then tests."""
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint):
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -8,15 +8,17 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from fcn.core.classes import VOID_INDEX, colour_table, default_palette, numbered_class_names
 from fcn.core.errors import CheckpointError, ConfigError, DivergenceError
 from fcn.core.torch_files import load_state_dict_file
 from fcn.models import build_model
+from fcn.models.freezing import freeze_backbone
+from fcn.models.heads import AuxHead
 from fcn.models.inference import InferenceOptions, predict_logits
 from fcn.training.figures import confusion_figure, prediction_grid, prediction_row
 from fcn.training.loggers import figure_image, log_image, takes_images
+from fcn.training.losses import build_loss
 from fcn.training.metrics import MeanPixelLoss, SegmentationMetrics, argmax_classes
 from fcn.training.optim import build_optimizer, build_scheduler, scheduled_steps
 
@@ -32,12 +34,19 @@ class SegmentationModule(L.LightningModule):
         pretrained: bool = False,
         weights_path: str | None = None,
         learn_upsampling: bool = True,
+        model_name: str | None = None,
+        backbone_target: str | None = None,
+        head_target: str | None = None,
+        freeze_bn: bool = False,
+        frozen_stages: int = 0,
+        aux_weight: float = 0.0,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
         palette: list[list[int]] | None = None,
         ignore_index: int = VOID_INDEX,
         class_weights: list[float] | None = None,
+        loss: dict[str, Any] | None = None,
         channels_last: bool = False,
         compile: bool = False,
         num_log_images: int = 4,
@@ -58,6 +67,15 @@ class SegmentationModule(L.LightningModule):
             pretrained=pretrained,
             weights_path=weights_path,
             learn_upsampling=learn_upsampling,
+            model_name=model_name,
+            backbone_target=backbone_target,
+            head_target=head_target,
+        )
+        freeze_backbone(self.model.backbone, freeze_bn, frozen_stages)
+        if aux_weight < 0:
+            raise ConfigError(f"model.aux_weight={aux_weight}: give 0 (no auxiliary head) or more")
+        self.aux_head = (
+            AuxHead(self.model.backbone.channels[1], num_classes) if aux_weight > 0 else None
         )
         # The dataset's classes travel in the checkpoint (hyper-parameters), so evaluating,
         # predicting and exporting need no data config. Checkpoints from before palettes were
@@ -81,6 +99,8 @@ class SegmentationModule(L.LightningModule):
             )
         else:
             self.class_weights = None
+        # Loaders map every void value to VOID_INDEX (`ignore_index` is recorded for the data).
+        self.loss_fn = build_loss(loss, VOID_INDEX, self.class_weights)
         self.optimizer_cfg = dict(optimizer or {"name": "sgd", "lr": 0.01, "momentum": 0.9})
         self.scheduler_cfg = dict(scheduler or {"name": "poly"})
         self.channels_last = channels_last
@@ -90,6 +110,8 @@ class SegmentationModule(L.LightningModule):
         # (assigned past nn.Module.__setattr__: a compiled module would register as a second
         # copy of every weight, `_forward._orig_mod.*`).
         object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
+        aux = self.model.forward_with_features
+        object.__setattr__(self, "_forward_aux", torch.compile(aux) if compile else aux)
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)
         self.val_loss = MeanPixelLoss()
@@ -112,9 +134,18 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, masks = batch
         # Loaders send masks as uint8 (a quarter of the bytes); the loss wants int64 targets.
-        loss = F.cross_entropy(
-            self(images), masks.long(), weight=self.class_weights, ignore_index=VOID_INDEX
-        )
+        masks = masks.long()
+        if self.aux_head is None:
+            loss = self.loss_fn(self(images), masks)
+        else:
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            logits, features = self._forward_aux(images)
+            loss = self.loss_fn(logits, masks)
+            aux_logits = self.aux_head(features["stride16"], tuple(masks.shape[-2:]))
+            aux_loss = self.loss_fn(aux_logits, masks)
+            self.log("train/aux_loss", aux_loss, on_step=True, on_epoch=True)
+            loss = loss + self.hparams.aux_weight * aux_loss
         self._stop_if_not_finite(loss)  # before backward: the optimizer never applies this step
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], on_step=True)
@@ -213,7 +244,10 @@ class SegmentationModule(L.LightningModule):
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):
         opt_cfg = dict(self.optimizer_cfg)
-        optimizer = build_optimizer(self.model.backbone, self.model.head, **opt_cfg)
+        head = self.model.head
+        if self.aux_head is not None:  # trained at the head's lr
+            head = torch.nn.ModuleList([self.model.head, self.aux_head])
+        optimizer = build_optimizer(self.model.backbone, head, **opt_cfg)
         if self.trainer.datamodule is not None:
             total = scheduled_steps(self.trainer, len(self.trainer.datamodule.train_dataloader()))
         else:  # loaders passed to fit(): Lightning's estimate (no mid-epoch stream restore)
