@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from fcn.core.errors import ConfigError
 from fcn.jobs.optuna_study import done_count, load_study, make_pruner, retry_orphans
 from fcn.jobs.optuna_worker import TrialWorker
+from fcn.jobs.study_report import write_study_file
 from fcn.jobs.search_space import check_keys_exist, parse_search_space
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class AsyncOptunaSweeper(Sweeper):
         space, fixed = self._check(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         study = load_study(str(self.storage), self.study_name, self.direction)
+        write_study_file(sweep_dir, str(self.storage), self.study_name, n_trials=self.n_trials)
         for number in retry_orphans(study):
             log.info(f"trial {number} was interrupted: retried with its parameters and job dir")
         done = done_count(study)
