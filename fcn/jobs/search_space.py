@@ -29,7 +29,7 @@ def parse_search_space(
         IntDistribution,
     )
 
-    given = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
+    given = [f"{k}={v}" for k, v in _flat(params or {})] + list(arguments)
     space: dict[str, Any] = {}
     fixed: list[str] = []
     for override in OverridesParser.create().parse_overrides(given):
@@ -73,6 +73,18 @@ def check_keys_exist(space: Mapping[str, Any], config: DictConfig) -> None:
 
 
 _MISSING = object()
+
+
+def _flat(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """`optimizer.lr: ...` as written in a file, or nested as a command line's
+    `+hydra.sweeper.params.optimizer.lr=...` makes it."""
+    out = []
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            out += _flat(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
 
 
 def _groups(config: DictConfig) -> set[str]:

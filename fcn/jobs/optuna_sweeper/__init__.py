@@ -27,7 +27,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
-from fcn.core.errors import ConfigError
+from fcn.core.errors import ConfigError, exit_on_user_error
 from fcn.jobs.optuna_study import done_count, load_study, make_pruner, retry_orphans
 from fcn.jobs.optuna_worker import TrialWorker
 from fcn.jobs.study_report import write_study_file
@@ -87,9 +87,10 @@ class AsyncOptunaSweeper(Sweeper):
         return space, fixed
 
     def sweep(self, arguments: list[str]) -> Any:
-        space, fixed = self._check(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        study = load_study(str(self.storage), self.study_name, self.direction)
+        with exit_on_user_error():  # bad input: one line, exit 2, before any job starts
+            space, fixed = self._check(arguments)
+            study = load_study(str(self.storage), self.study_name, self.direction)
         write_study_file(sweep_dir, str(self.storage), self.study_name, n_trials=self.n_trials)
         for number in retry_orphans(study):
             log.info(f"trial {number} was interrupted: retried with its parameters and job dir")

@@ -1,0 +1,50 @@
+"""Optuna search tests: the sweeper as this checkout has it, and a worker that stops mid-trial.
+
+An editable install maps `hydra_plugins.fcn_optuna_sweeper` to the checkout it was installed
+from; a test run from another checkout (a worktree) puts a link to its own sweeper first on the
+path, so the CLI runs the code under test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+
+REPO = Path(__file__).resolve().parents[2]
+SWEEPER = REPO / "fcn" / "jobs" / "optuna_sweeper"
+
+
+def sweeper_path(tmp: Path) -> str | None:
+    """A path entry under which `hydra_plugins.fcn_optuna_sweeper` is this checkout's, or None
+    when the installed one already is."""
+    spec = importlib.util.find_spec("hydra_plugins.fcn_optuna_sweeper")
+    if spec and spec.origin and Path(spec.origin).resolve().parent == SWEEPER.resolve():
+        return None
+    link = tmp / "plugin_path" / "hydra_plugins" / "fcn_optuna_sweeper"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(SWEEPER)
+    return str(tmp / "plugin_path")
+
+
+class StallAtStep(L.Callback):
+    """Loaded by the CLI from tests/: in sweep job `job` at global step `step`, write this
+    process's pid to `marker` once, then wait (for the test's kill -9)."""
+
+    def __init__(self, step: int, marker: str, job: int) -> None:
+        self.step, self.marker, self.job = step, marker, job
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        marker = Path(self.marker)
+        if HydraConfig.get().job.num != self.job or trainer.global_step != self.step:
+            return
+        if marker.exists():  # the retried trial runs on
+            return
+        marker.write_text(str(os.getpid()))
+        time.sleep(300)
