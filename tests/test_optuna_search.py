@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli_runs import CONF
+from helpers.jobs import one_thread_env
+from helpers.search import sweeper_path
 from hydra import compose, initialize_config_dir
 
 from fcn.core.errors import ConfigError
 from fcn.jobs.optuna_study import open_storage
 from fcn.jobs.optuna_sweeper import AsyncOptunaSweeper
 from fcn.jobs.search_space import check_keys_exist, parse_search_space
-from helpers.cli_runs import CONF
-from helpers.jobs import one_thread_env
-from helpers.search import sweeper_path
 
 STUDY = "fcn_val_mIoU"
 
@@ -196,3 +196,22 @@ def test_more_workers_than_trials_and_unwritable_storage_stop_first(tmp_path):
     for spec in (f"{blocked}/s.journal", f"sqlite:///{blocked}/s.db"):
         with pytest.raises(ConfigError, match=r"hydra.sweeper.storage: cannot write"):
             open_storage(spec)
+
+
+def test_current_trial_uses_study_storage_and_study_id(tmp_path, monkeypatch):
+    """A worker's training process rebuilds the asked trial from its number through the
+    study's private `_storage` and `_study_id` (README "Private APIs"), and reports to it."""
+    from fcn.jobs.optuna_study import current_trial, load_study, set_current_trial
+
+    monkeypatch.delenv("FCN_OPTUNA_TRIAL", raising=False)
+    assert current_trial() is None
+    spec = str(tmp_path / "s.journal")
+    study = load_study(spec, STUDY, "maximize")
+    study.ask()
+    asked = study.ask()
+    set_current_trial(spec, STUDY, "median", asked.number)
+    trial = current_trial()
+    monkeypatch.delenv("FCN_OPTUNA_TRIAL")
+    assert trial.number == asked.number == 1
+    trial.report(0.25, step=0)
+    assert study.get_trials()[1].intermediate_values == {0: 0.25}

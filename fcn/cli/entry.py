@@ -26,7 +26,7 @@ def prepare_process() -> None:
     """fcn's resolvers and resumable Optuna sweeper for the config files, and quiet for the
     dependency warnings a run cannot act on (fcn/cli/known_warnings.py); safe to call again."""
     register_resolvers()
-    with contextlib.suppress(ImportError):  # hydra-optuna-sweeper is an optional package
+    with contextlib.suppress(ImportError):  # the sweeper's module imports optuna only to sweep
         from hydra_plugins.fcn_optuna_sweeper import register
 
         register()

@@ -95,9 +95,8 @@ def retry_orphans(study: Any) -> list[int]:
     retried = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         job_num = trial.user_attrs.get(JOB_NUM, trial.number)
-        study.enqueue_trial(
-            trial.params, user_attrs={JOB_NUM: job_num, RETRY_OF: trial.number}, skip_if_exists=False
-        )
+        attrs = {JOB_NUM: job_num, RETRY_OF: trial.number}
+        study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
         study.tell(trial.number, state=TrialState.FAIL)
         retried.append(trial.number)
     return retried

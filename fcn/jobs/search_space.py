@@ -37,9 +37,10 @@ def parse_search_space(
         if isinstance(value, IntervalSweep):
             lo, hi, log = value.start, value.end, "log" in (value.tags or set())
             if lo is None or hi is None or not lo < hi or (log and lo <= 0):
+                why = " or not positive (log)" if log else ""
                 raise ConfigError(
                     f"hydra.sweeper.params.{key}: interval({lo}, {hi}) is empty or inverted"
-                    f"{' or not positive (log)' if log else ''}; give interval(low, high), low < high"
+                    f"{why}; give interval(low, high), low < high"
                 )
             both_int = isinstance(lo, int) and isinstance(hi, int)
             kind = IntDistribution if both_int else FloatDistribution

@@ -138,10 +138,9 @@ def study_plots(sweep_dir: Path, study: Any) -> list[Path]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     makers = [("study_history.png", lambda: vis.plot_optimization_history(study))]
     if len(complete) >= 2:
-        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        makers.append(
-            ("study_importances.png", lambda: vis.plot_param_importances(study, evaluator=evaluator))
-        )
+        ped_anova = optuna.importance.PedAnovaImportanceEvaluator()
+        importances = lambda: vis.plot_param_importances(study, evaluator=ped_anova)  # noqa: E731
+        makers.append(("study_importances.png", importances))
         makers.append(("study_parallel.png", lambda: vis.plot_parallel_coordinate(study)))
     written = []
     for name, make in makers:

@@ -27,11 +27,12 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
+from fcn.core.atomic import write_text_atomic
 from fcn.core.errors import ConfigError, exit_on_user_error
 from fcn.jobs.optuna_study import done_count, load_study, make_pruner, retry_orphans
 from fcn.jobs.optuna_worker import TrialWorker
-from fcn.jobs.study_report import write_study_file
 from fcn.jobs.search_space import check_keys_exist, parse_search_space
+from fcn.jobs.study_report import write_study_file
 
 log = logging.getLogger(__name__)
 
@@ -129,4 +130,16 @@ class AsyncOptunaSweeper(Sweeper):
                 log.warning(f"worker {i} ended early: {ret._return_value!r}")
         study = load_study(str(self.storage), self.study_name, self.direction)
         log.info(f"study {self.study_name}: {done_count(study)} of {self.n_trials} trials done")
+        _write_best(sweep_dir, study)
         return returns
+
+
+def _write_best(sweep_dir: Path, study: Any) -> None:
+    """`optimization_results.yaml`, as hydra-optuna-sweeper wrote it: best_params, best_value."""
+    import yaml
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return
+    best = {"name": "optuna", "best_params": study.best_params, "best_value": study.best_value}
+    write_text_atomic(sweep_dir / "optimization_results.yaml", yaml.safe_dump(best))
