@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from helpers.cli_runs import CONF
-from helpers.jobs import one_thread_env
-from helpers.search import sweeper_path
+from helpers.jobs import SLURM, one_thread_env, pause
+from helpers.search import release_requeued, sweeper_path
 from hydra import compose, initialize_config_dir
 
 from fcn.core.errors import ConfigError
@@ -215,3 +217,39 @@ def test_current_trial_uses_study_storage_and_study_id(tmp_path, monkeypatch):
     assert trial.number == asked.number == 1
     trial.report(0.25, step=0)
     assert study.get_trials()[1].intermediate_values == {0: 0.25}
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_workers_one_requeued_mid_trial_finish_it_from_its_checkpoint(tmp_path, data_dir):
+    if shutil.which("sbatch") is None:
+        pytest.skip("sbatch not found: bring up a one-node SLURM with scripts/slurm_local.sh")
+    sweep = tmp_path / "search"
+    marker = tmp_path / "paused"
+    args = [
+        *search_args(sweep, data_dir, 8, "median"),
+        *SLURM,
+        *pause(marker, [3], job=2),  # trial 2, epoch 1: USR2 lands mid-epoch
+    ]
+    proc = search(args, tmp_path)
+    deadline = time.monotonic() + 300
+    while not Path(f"{marker}.3").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "trial 2 never reached step 3"
+        time.sleep(0.2)
+    time.sleep(0.2)
+    job = Path(f"{marker}.3").read_text().split()[1]
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    release_requeued(job)
+    code, out = finish(proc, timeout=600)
+    assert code == 0, out[-3000:]
+
+    done = trials(sweep)
+    states = [t.state.name for t in done]
+    # The requeued worker finished its own trial: no retry, no failure, 8 trials in the end.
+    assert len(done) == 8 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    params = {tuple(sorted(t.params.items())) for t in done}
+    assert len(params) == 8
+    record = json.loads((job_dir(sweep, done[2]) / "result.json").read_text())
+    assert record["status"] in ("finished", "pruned") and record["slurm_job_id"] == job
+    log = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.out"))
+    assert "continuing this job from" in log and "finishing its interrupted trial 2" in log

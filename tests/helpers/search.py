@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import lightning as L
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPER = REPO / "fcn" / "jobs" / "optuna_sweeper"
@@ -48,3 +50,18 @@ class StallAtStep(L.Callback):
             return
         marker.write_text(str(os.getpid()))
         time.sleep(300)
+
+
+def release_requeued(job: str, timeout: float = 120) -> None:
+    """A requeued job waits 2 minutes (SLURM's BeginTime); start it now."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True
+        ).stdout.strip()
+        if state.startswith("PENDING"):
+            subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=True)
+            return
+        time.sleep(0.2)
+    pytest.fail(f"job {job} was not requeued (squeue: {state!r})")
