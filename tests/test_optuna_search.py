@@ -92,6 +92,7 @@ def test_two_workers_eight_trials_prune_and_never_wait(tmp_path, data_dir):
     states = [t.state.name for t in done]
     assert len(done) == 8 and set(states) <= {"COMPLETE", "PRUNED"}, states
     assert "PRUNED" in states
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 8  # no draw repeated
     pruned = next(t for t in done if t.state.name == "PRUNED")
     record = json.loads((job_dir(sweep, pruned) / "result.json").read_text())
     assert record["status"] == "pruned"
@@ -146,6 +147,7 @@ def test_killed_worker_trial_is_finished_from_its_checkpoint(tmp_path, data_dir)
     (retry,) = [t for t in done if "retry_of" in t.user_attrs]
     killed = done[retry.user_attrs["retry_of"]]
     assert killed.state.name == "FAIL" and retry.params == killed.params
+    assert len({tuple(sorted(t.params.items())) for t in done if t is not killed}) == 4
     # Continued from epoch 0's last.ckpt in the killed trial's directory: epochs 1 and 2 only.
     assert sorted(retry.intermediate_values) == [1, 2]
     assert job_dir(sweep, retry) == job_dir(sweep, killed)

@@ -73,20 +73,21 @@ class TrialWorker:
     def _study(self, worker: int) -> Any:
         from hydra.utils import instantiate
 
-        sampler_cfg = self.s["sampler"]
-        sampler = None
-        if sampler_cfg is not None:
-            seed = sampler_cfg.get("seed")
-            # Each worker its own seed: equal seeds would draw the same first trials.
-            extra = {} if seed is None else {"seed": int(seed) + 1000 * worker}
-            sampler = instantiate(sampler_cfg, **extra)
-        return load_study(
+        study = load_study(
             self.s["storage"],
             self.s["study_name"],
             self.s["direction"],
-            sampler=sampler,
             pruner=make_pruner(self.s["pruner"]),
         )
+        sampler_cfg = self.s["sampler"]
+        if sampler_cfg is not None:
+            seed = sampler_cfg.get("seed")
+            # Each worker, and each start of one (requeued, re-run), its own seed: the same
+            # seed would draw the same trials again.
+            have = len(study.get_trials(deepcopy=False))
+            extra = {} if seed is None else {"seed": int(seed) + 1000 * worker + have}
+            study.sampler = instantiate(sampler_cfg, **extra)
+        return study
 
     def _ask(self, study: Any, worker: int) -> Any | None:
         from optuna.trial import TrialState

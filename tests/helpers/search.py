@@ -53,7 +53,7 @@ class StallAtStep(L.Callback):
 
 
 def release_requeued(job: str, timeout: float = 120) -> None:
-    """A requeued job waits 2 minutes (SLURM's BeginTime); start it now."""
+    """A requeued job waits 2 minutes (SLURM's BeginTime); start it soon."""
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
@@ -61,6 +61,9 @@ def release_requeued(job: str, timeout: float = 120) -> None:
             ["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True
         ).stdout.strip()
         if state.startswith("PENDING"):
+            # Started at once, slurmd may still be revoking the old run's credential and kills
+            # the new one ("Job credential revoked"): give it a moment.
+            time.sleep(3)
             subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=True)
             return
         time.sleep(0.2)
