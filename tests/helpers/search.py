@@ -68,3 +68,16 @@ def release_requeued(job: str, timeout: float = 120) -> None:
             return
         time.sleep(0.2)
     pytest.fail(f"job {job} was not requeued (squeue: {state!r})")
+
+
+def array_task(job_id: str) -> str:
+    """`<array job>_<task>` for one task of a submitit job array: a signal to the array's
+    own id (which SLURM gives to one of its tasks as SLURM_JOB_ID) reaches every task."""
+    shown = subprocess.run(
+        ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
+    ).stdout
+    for line in shown.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("JobId") == job_id and "ArrayTaskId" in fields:
+            return f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"
+    return job_id
