@@ -98,7 +98,11 @@ def test_two_workers_eight_trials_prune_and_never_wait(tmp_path, data_dir):
     record = json.loads((job_dir(sweep, pruned) / "result.json").read_text())
     assert record["status"] == "pruned"
     assert record["value"] == pytest.approx(pruned.value)  # its last val/mIoU
-    assert len(pruned.intermediate_values) < 3  # stopped before the last epoch
+    # Stopped at once: no step trained after the validation that pruned it (2 steps an epoch).
+    for t in done:
+        if t.state.name == "PRUNED":
+            steps = json.loads((job_dir(sweep, t) / "result.json").read_text())["global_step"]
+            assert steps == 2 * (t.user_attrs["pruned_at_epoch"] + 1), t.number
     assert (job_dir(sweep, pruned) / "checkpoints" / "last.ckpt").is_file()
     # No worker waits: each asks for its next trial as soon as its last one ends.
     by_worker: dict[int, list] = {}

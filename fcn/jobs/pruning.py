@@ -32,10 +32,11 @@ class TrialPruning(L.Callback):
             self.trial.report(self.last_value, step=trainer.current_epoch)
             prune = bool(self.trial.should_prune())
         prune = trainer.strategy.broadcast(prune, src=0)
-        if prune:
+        if prune and not self.pruned:
             self.pruned = True
             trainer.should_stop = True
             if trainer.is_global_zero:
+                self.trial.set_user_attr("pruned_at_epoch", trainer.current_epoch)
                 print(
                     f"pruned: trial {self.trial.number} at epoch {trainer.current_epoch} "
                     f"({self.monitor}={self.last_value:.4f})",
