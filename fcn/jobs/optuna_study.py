@@ -92,14 +92,19 @@ def retry_orphans(study: Any) -> list[int]:
     worker runs (the sweep command does, before it starts them)."""
     from optuna.trial import TrialState
 
-    retried = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        job_num = trial.user_attrs.get(JOB_NUM, trial.number)
-        attrs = {JOB_NUM: job_num, RETRY_OF: trial.number}
-        study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
-        study.tell(trial.number, state=TrialState.FAIL)
-        retried.append(trial.number)
-    return retried
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
+        retry(study, trial)
+    return [t.number for t in running]
+
+
+def retry(study: Any, trial: Any) -> None:
+    """The trial fails and comes back waiting: same parameters, same job directory."""
+    from optuna.trial import TrialState
+
+    attrs = {JOB_NUM: trial.user_attrs.get(JOB_NUM, trial.number), RETRY_OF: trial.number}
+    study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+    study.tell(trial.number, state=TrialState.FAIL)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from fcn.jobs.optuna_study import (
     make_pruner,
     set_current_trial,
 )
+from fcn.jobs.trial_heartbeat import NOTE, Heartbeat, retry_stale
 
 log = logging.getLogger(__name__)
 WORKER = "worker"  # user attribute: which worker ran the trial (the report's timeline)
@@ -59,7 +60,8 @@ class TrialWorker:
         worker_dir = Path(HydraConfig.get().runtime.output_dir)
         study = self._study(worker)
         ran = 0
-        own = _interrupted_trial(worker_dir, study)
+        with exclusive(self._workers_dir / "ask.lock"):  # not retried by another meanwhile
+            own = _interrupted_trial(worker_dir, study)
         if own is not None:
             log.info(f"worker {worker}: finishing its interrupted trial {own.number}")
             self._run(study, own.number, own.params, own.user_attrs, worker, worker_dir)
@@ -92,7 +94,10 @@ class TrialWorker:
     def _ask(self, study: Any, worker: int) -> Any | None:
         from optuna.trial import TrialState
 
-        with exclusive(Path(self.s["sweep_dir"]) / ".workers" / "ask.lock"):
+        with exclusive(self._workers_dir / "ask.lock"):
+            stale_after = float(self.s["stale_after_s"])
+            for number in retry_stale(study, self._workers_dir, WORKER, stale_after):
+                log.info(f"worker {worker}: trial {number} lost its worker; retrying it")
             waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not waiting and done_count(study) + len(running) >= self.s["n_trials"]:
@@ -100,6 +105,10 @@ class TrialWorker:
             trial = study.ask(fixed_distributions=self.space)  # a waiting (retried) one first
             trial.set_user_attr(WORKER, worker)
             return trial
+
+    @property
+    def _workers_dir(self) -> Path:
+        return Path(self.s["sweep_dir"]) / ".workers"
 
     def _run(
         self,
@@ -116,7 +125,7 @@ class TrialWorker:
 
         job_num = int(attrs.get(JOB_NUM, number))
         overrides = [f"{k}={params[k]}" for k in self.space if k in params] + self.fixed
-        write_text_atomic(worker_dir / "trial.json", json.dumps({"trial": number}) + "\n")
+        write_text_atomic(worker_dir / NOTE, json.dumps({"trial": number}) + "\n")
         loader = self.hydra_context.config_loader
         config = loader.load_sweep_config(self.base_config, overrides)
         with open_dict(config):
@@ -125,19 +134,21 @@ class TrialWorker:
         worker_config = HydraConfig.instance().cfg  # the worker job's, back after the trial
         HydraConfig.instance().set_config(config)
         set_current_trial(self.s["storage"], self.s["study_name"], self.s["pruner"], number)
+        beat = Heartbeat(worker_dir / NOTE, min(10.0, float(self.s["stale_after_s"]) / 4))
         try:
-            ret = run_job(
-                hydra_context=self.hydra_context,
-                task_function=self.task_function,
-                config=config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
+            with beat:
+                ret = run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
         except SystemExit as stop:
             if stop.code != 2:  # a signal: the trial stays RUNNING for its requeued worker
                 raise
             study.tell(number, state=TrialState.FAIL)
-            (worker_dir / "trial.json").unlink(missing_ok=True)
+            (worker_dir / NOTE).unlink(missing_ok=True)
             raise
         finally:
             clear_current_trial()
@@ -150,7 +161,7 @@ class TrialWorker:
         else:
             log.warning(f"trial {number} failed: {ret._return_value!r}")
             study.tell(number, state=TrialState.FAIL)
-        (worker_dir / "trial.json").unlink(missing_ok=True)
+        (worker_dir / NOTE).unlink(missing_ok=True)
 
 
 def _interrupted_trial(worker_dir: Path, study: Any) -> Any | None:
@@ -158,9 +169,12 @@ def _interrupted_trial(worker_dir: Path, study: Any) -> Any | None:
     RUNNING (a requeued worker picks it up again)."""
     from optuna.trial import TrialState
 
-    note = worker_dir / "trial.json"
+    note = worker_dir / NOTE
     if not note.is_file():
         return None
     number = json.loads(note.read_text())["trial"]
     trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    return trials[0] if trials and trials[0].state == TrialState.RUNNING else None
+    if not trials or trials[0].state != TrialState.RUNNING:
+        return None
+    note.touch()  # a pulse: the trial has its worker back
+    return trials[0]

@@ -52,6 +52,7 @@ class AsyncOptunaSweeper(Sweeper):
         n_trials: int = 20,
         n_jobs: int = 1,
         pruner: str = "none",
+        stale_after_s: float = 120.0,
         params: DictConfig | None = None,
     ) -> None:
         self.sampler = sampler
@@ -61,6 +62,7 @@ class AsyncOptunaSweeper(Sweeper):
         self.n_trials = int(n_trials)
         self.n_jobs = int(n_jobs)
         self.pruner = str(pruner)
+        self.stale_after_s = float(stale_after_s)
         self.params = params
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
@@ -83,6 +85,8 @@ class AsyncOptunaSweeper(Sweeper):
         if not self.storage:
             raise ConfigError("hydra.sweeper.storage: give a journal file path or an RDB URL")
         make_pruner(self.pruner)
+        if self.stale_after_s <= 0:
+            raise ConfigError("hydra.sweeper.stale_after_s: give seconds > 0 (default 120)")
         space, fixed = parse_search_space(self.params, arguments)
         check_keys_exist(space, self.config)
         return space, fixed
@@ -115,6 +119,7 @@ class AsyncOptunaSweeper(Sweeper):
                 "study_name": self.study_name,
                 "direction": self.direction,
                 "pruner": self.pruner,
+                "stale_after_s": self.stale_after_s,
                 "n_trials": self.n_trials,
                 "sampler": self.sampler,
                 "sweep_dir": str(sweep_dir),
