@@ -5,6 +5,8 @@ other than `seed` (the keys whose value differs between jobs), and reports each 
 mean ± sample std (ddof=1) over the group's finished jobs, with n, best group first. Writes
 `report.csv`, `report.md` and `report.png` (bar chart with error bars) into the sweep dir.
 Jobs that failed, were interrupted or are still running are listed as such, not dropped.
+An `hparams_search=optuna` sweep adds its study: trials, best trial, worker timeline and
+Optuna's plots (fcn/jobs/study_report.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from fcn.core.errors import ConfigError, exit_on_user_error
 from fcn.jobs.job_record import RESULT_FILE, read_result
+from fcn.jobs.study_report import load_sweep_study, study_markdown, study_plots
 
 PRIMARY = "best_val_mIoU"
 # shown when present; report.csv has the same columns (result.json holds more)
@@ -66,7 +69,8 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
     dirs = {p.parent for p in sweep_dir.rglob(RESULT_FILE)}
     dirs |= {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
     jobs = []
-    for path in sorted(d for d in dirs if ".submitit" not in d.parts):
+    # .workers/: an Optuna search's worker jobs (their trials are jobs of their own)
+    for path in sorted(d for d in dirs if not {".submitit", ".workers"} & set(d.parts)):
         record = read_result(path)
         if record is None:  # started by Hydra, fcn.train not (yet) running in it
             jobs.append(Job(path, "not started", _overrides(_hydra_overrides(path))))
@@ -159,6 +163,11 @@ def write_report(sweep_dir: Path, metric: str = PRIMARY) -> str:
             status = "running (or killed)" if job.status == "running" else job.status
             lines.append(f"- {status}: {what} ({job.path.relative_to(sweep_dir)}){error}")
     markdown = "\n".join(lines) + "\n"
+    study = load_sweep_study(sweep_dir)
+    if study is not None:
+        markdown += study_markdown(sweep_dir, study)
+        plots = study_plots(sweep_dir, study)
+        markdown += "\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots)
 
     (sweep_dir / "report.md").write_text(markdown)
     with (sweep_dir / "report.csv").open("w", newline="") as f:

@@ -17,6 +17,8 @@ from fcn.deploy.model_files import check_checkpoint
 from fcn.jobs.distributed import launched_ranks_cleanup
 from fcn.jobs.job_record import JobRecord, last_val_metrics, start_job
 from fcn.jobs.lifecycle import exit_interrupted, prepare_job
+from fcn.jobs.optuna_study import current_trial
+from fcn.jobs.pruning import TrialPruning
 from fcn.jobs.signals import JobSignals
 from fcn.training.callbacks import InterruptCheckpoint, RunLengthFit
 from fcn.training.checkpoint_io import AtomicCheckpointIO, resolve_resume
@@ -74,9 +76,11 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
     callbacks, loggers = build_callbacks_and_loggers(cfg)
     interrupt = InterruptCheckpoint(Path(cfg.paths.output_dir) / "checkpoints")
     signals = JobSignals()  # SLURM/submitit: pre-emption and time limits stop at a batch end
+    trial = current_trial()  # an Optuna search worker's trial: report val/mIoU, maybe prune
+    pruning = [TrialPruning(trial)] if trial is not None else []
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, interrupt, signals, RunLengthFit()],
+        callbacks=[*callbacks, interrupt, signals, RunLengthFit(), *pruning],
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
         plugins=[AtomicCheckpointIO()],  # every checkpoint, interrupt one included
@@ -91,6 +95,10 @@ def _train(cfg: DictConfig, ckpt_path: str | None, trainer_ref: list, record: Jo
     if signals.stop_pending(trainer):  # the signal came as fit ended: the job stops all the same
         exit_interrupted(trainer, interrupt, cfg, signals, record)
     final_val = last_val_metrics(trainer)  # before test() replaces the callback metrics
+    if pruning and pruning[0].pruned:
+        value = final_val.get("val/mIoU", float("nan"))
+        record.prune(value, final_val, global_step=trainer.global_step, epoch=trainer.current_epoch)
+        return value
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     best_score = (

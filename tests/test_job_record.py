@@ -19,34 +19,8 @@ from helpers.jobs import one_thread, one_thread_env, pause, popen_cli, results, 
 
 from fcn.core.errors import ConfigError
 from fcn.jobs.job_record import RESULT_FILE, continue_job
+from fcn.jobs.optuna_study import open_storage
 from fcn.train import train
-
-
-def test_resumable_optuna_uses_optuna_sweeper_impl_attributes():
-    """The resumable sweeper adjusts hydra-optuna-sweeper's private OptunaSweeperImpl
-    (n_trials, job_idx, storage, study_name, params, sampler) and parses overrides with its
-    _impl.create_params_from_overrides, as its sweep() does."""
-    from hydra_plugins.fcn_optuna_sweeper import ResumableOptunaSweeper
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-    sweeper = ResumableOptunaSweeper(
-        sampler=None,
-        direction="maximize",
-        storage="sqlite:///x.db",
-        study_name="s",
-        n_trials=4,
-        n_jobs=1,
-        max_failure_rate=0.0,
-        search_space=None,
-        custom_search_space=None,
-        params={"optimizer.lr": "interval(0.1, 1)"},
-    )
-    impl = sweeper.sweeper
-    settings = (impl.n_trials, impl.job_idx, impl.storage, impl.study_name)
-    assert settings == (4, 0, "sqlite:///x.db", "s")
-    assert dict(impl.params) == {"optimizer.lr": "interval(0.1, 1)"} and hasattr(impl, "sampler")
-    space, fixed = create_params_from_overrides(["optimizer.lr=interval(0.1, 1)", "seed=3"])
-    assert list(space) == ["optimizer.lr"] and fixed == {"seed": "3"}
 
 
 # ---- job records --------------------------------------------------------------------------------
@@ -158,14 +132,16 @@ def test_optuna_search_killed_after_two_trials_ends_with_four(tmp_path, data_dir
     wait_for(Path(f"{marker}.1"), proc)
     proc.kill()  # no goodbye: trial 2 stays RUNNING in the study
     proc.communicate(timeout=60)
-    storage = f"sqlite:///{sweep}/optuna.db"
+    storage = open_storage(f"{sweep}/optuna.journal")
     study = optuna.load_study(study_name="fcn_val_mIoU", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "RUNNING"]
 
     out = ok(run_cli([*args, *pause(marker, [1], job=2)], tmp_path))
-    assert len(SUMMARY.findall(out)) == 2  # trial 2 again, then trial 3
+    assert len(SUMMARY.findall(out)) == 2  # trial 2 again (retried as trial 3), then trial 4
     study = optuna.load_study(study_name="fcn_val_mIoU", storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
-    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[3].params == study.trials[2].params
+    params = [tuple(sorted(t.params.items())) for t in study.trials if t.state.name == "COMPLETE"]
     assert len(set(params)) == 4  # the continued search does not repeat earlier draws
     assert len(results(sweep)) == 4  # trial 2 ran in its own job dir again

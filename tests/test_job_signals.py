@@ -81,5 +81,5 @@ def test_cluster_defaults_compose():
         search = compose("train", ["hparams_search=optuna"], return_hydra_config=True)
     assert slurm.hydra.launcher.max_num_timeout == 20  # long runs cross time limits
     assert slurm.hydra.launcher.signal_delay_s == 120
-    assert search.hydra.sweeper._target_.endswith("ResumableOptunaSweeper")
-    assert search.hydra.sweeper.storage == f"sqlite:///{search.hydra.sweep.dir}/optuna.db"
+    assert search.hydra.sweeper._target_.endswith("AsyncOptunaSweeper")
+    assert search.hydra.sweeper.storage == f"{search.hydra.sweep.dir}/optuna.journal"

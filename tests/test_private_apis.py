@@ -2,7 +2,7 @@
 (README, "Private APIs"): an upgrade that changes one fails here, by name, not in a user's run.
 
 The others are pinned where they are used: torch.fx's `backed_size_oblivious`
-(tests/test_export.py), hydra-optuna-sweeper's `_impl` (tests/test_job_record.py) and the W&B
+(tests/test_export.py), Optuna's `Study._storage` (tests/test_optuna_search.py) and the W&B
 logger's `_wandb_init` (tests/test_tracking.py). What has a public equivalent now uses it; the
 scheduler's length is checked against Lightning's public estimate here.
 """

@@ -28,7 +28,7 @@ def prepare_process() -> None:
     dependency warnings a run cannot act on (fcn/cli/known_warnings.py) and for submitit's
     repeated lines (fcn/jobs/submitit_logs.py); safe to call again."""
     register_resolvers()
-    with contextlib.suppress(ImportError):  # hydra-optuna-sweeper is an optional package
+    with contextlib.suppress(ImportError):  # the sweeper's module imports optuna only to sweep
         from hydra_plugins.fcn_optuna_sweeper import register
 
         register()

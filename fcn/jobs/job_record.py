@@ -6,9 +6,11 @@ A job is identified by its run directory (Hydra's job output dir), not by its nu
 record holds the job's overrides, and a directory that holds a different job is refused.
 
 result.json (rank 0 writes it, atomically):
-    {"status": "running" | "interrupted" | "failed" | "finished",
+    {"status": "running" | "interrupted" | "failed" | "finished" | "pruned",
      "overrides": [...], "value": best val mIoU or null,
      "metrics": {"best_val_mIoU", the last validation's val/*, the test pass's test/*},
+     (pruned: an Optuna search stopped the trial; value is its last val/mIoU, and a re-run
+     skips it as it skips a finished job)
      "global_step": N, "checkpoint": ..., "error": ..., "config": {...}, "updated": ISO time}
 """
 
@@ -28,6 +30,7 @@ from fcn.core.atomic import write_text_atomic
 from fcn.core.errors import ConfigError
 
 RESULT_FILE = "result.json"
+DONE = ("finished", "pruned")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
@@ -67,7 +70,7 @@ def continue_job(run_dir: str | Path, ckpt_path: str | None) -> tuple[str | None
     record = read_result(run_dir)
     if record is not None and not _launched_rank():
         _check_same_job(run_dir, record)
-    if record is not None and record["status"] == "finished":
+    if record is not None and record["status"] in DONE:
         return None, record
     last = run_dir / LAST_CHECKPOINT
     return (str(last), None) if last.is_file() else (None, None)
@@ -79,7 +82,7 @@ def start_job(run_dir: str | Path, ckpt_path: str | None) -> tuple[str | None, f
     if finished is not None:
         value = stored_value(finished)
         _say(
-            f"{run_dir}: finished before (best val/mIoU={value:.4f}), not run again "
+            f"{run_dir}: {finished['status']} before (val/mIoU={value:.4f}), not run again "
             "(delete its result.json to rerun it)"
         )
         return None, value
@@ -143,6 +146,10 @@ class JobRecord:
 
     def finish(self, value: float, metrics: dict[str, float], **fields: Any) -> None:
         self._write(status="finished", value=_number(value), metrics=_numbers(metrics), **fields)
+
+    def prune(self, value: float | None, metrics: dict[str, float], **fields: Any) -> None:
+        value = float("nan") if value is None else value
+        self._write(status="pruned", value=_number(value), metrics=_numbers(metrics), **fields)
 
     def interrupt(self, **fields: Any) -> None:
         self._write(status="interrupted", **fields)

@@ -1,24 +1,20 @@
-"""`hparams_search=optuna` that continues: the study lives in the sweep directory (SQLite), and
-running the same command again with `hydra.sweep.dir=<that sweep>` finishes the search instead
-of starting a second one.
+"""`hparams_search=optuna`: asynchronous Optuna workers over one shared study.
 
-hydra-optuna-sweeper 1.3 loads an existing study (load_if_exists) but then runs `n_trials` *more*
-trials, numbers its jobs from 0 again (job dirs of earlier trials get reused) and leaves a trial
-that was running when the search was killed as RUNNING for ever. Before handing over to it, this
-sweeper:
+`hydra.sweeper.n_jobs=N` launches N worker jobs through the configured launcher (submitit
+`local` processes or `slurm` jobs); each asks the study for a trial, trains it, tells the result
+and asks again (fcn/jobs/optuna_worker.py), so no worker waits for another's slow trial, as
+Hydra's batch-wise Optuna sweeper makes them. The study lives in the sweep directory (journal
+file; or `hydra.sweeper.storage=<RDB URL>`). Running the same command again with
+`hydra.sweep.dir=<sweep>` finishes the search: trials a killed search left RUNNING are retried
+with their parameters in their own job directories (from their last.ckpt).
 
-1. creates the SQLite file's folder (the launcher makes the sweep dir only later);
-2. runs each RUNNING trial of the loaded study again with its own parameters, as job number
-   `trial.number` (so in its own job dir, where fcn.train resumes from last.ckpt), and tells the
-   study its result;
-3. asks the plugin for `n_trials` minus the trials the study already has, numbered on from there,
-   with the sampler seeded `seed + <trials so far>` (the same seed would draw the first trials'
-   parameters again).
+Bad input stops here, one line, before any job starts: a searched key the composed config lacks,
+an empty or inverted interval, an unwritable storage path, n_jobs > n_trials.
 
 Hydra builds sweepers only from classes under the `hydra_plugins` namespace: this package is
 installed as `hydra_plugins.fcn_optuna_sweeper` (pyproject's package-dir) while its source stays
-inside fcn/. An editable install is not scanned by Hydra, so fcn.train also calls `register()`
-(Hydra's public `Plugins.register`). optuna itself is imported only in `sweep`.
+inside fcn/. An editable install is not scanned by Hydra, so the entry points also call
+`register()` (Hydra's public `Plugins.register`).
 """
 
 from __future__ import annotations
@@ -28,95 +24,127 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig
+
+from fcn.core.atomic import write_text_atomic
+from fcn.core.errors import ConfigError, exit_on_user_error
+from fcn.jobs.optuna_study import done_count, load_study, make_pruner, retry_orphans
+from fcn.jobs.optuna_worker import TrialWorker
+from fcn.jobs.search_space import check_keys_exist, parse_search_space
+from fcn.jobs.study_report import write_study_file
 
 log = logging.getLogger(__name__)
 
 
 def register() -> None:
     """Make the sweeper known to Hydra where its plugin scan does not see it (editable install)."""
-    Plugins.instance().register(ResumableOptunaSweeper)
+    Plugins.instance().register(AsyncOptunaSweeper)
 
 
-class ResumableOptunaSweeper(OptunaSweeper):
-    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
-        self._sampler_config = config.hydra.sweeper.sampler
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+class AsyncOptunaSweeper(Sweeper):
+    def __init__(
+        self,
+        sampler: Any = None,
+        direction: str = "maximize",
+        study_name: str = "fcn_val_mIoU",
+        storage: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        pruner: str = "none",
+        stale_after_s: float = 120.0,
+        params: DictConfig | None = None,
+    ) -> None:
+        self.sampler = sampler
+        self.direction = str(direction)
+        self.study_name = study_name
+        self.storage = storage
+        self.n_trials = int(n_trials)
+        self.n_jobs = int(n_jobs)
+        self.pruner = str(pruner)
+        self.stale_after_s = float(stale_after_s)
+        self.params = params
 
-    def sweep(self, arguments: list[str]) -> None:
-        # The plugin's OptunaSweeperImpl keeps its settings as attributes (n_trials, job_idx,
-        # storage, study_name, launcher); they are what this class adjusts.
-        impl = self.sweeper
-        _make_sqlite_folder(impl.storage)
-        study = _load_study(impl.study_name, impl.storage)
-        if study is not None:
-            _finish_interrupted_trials(impl, study, arguments)
-            have = len(study.get_trials(deepcopy=False))
-            log.info(
-                f"Study {impl.study_name} has {have} trials; running "
-                f"{max(0, impl.n_trials - have)} more of hydra.sweeper.n_trials={impl.n_trials}"
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+        # Hydra hands the sweeper an instantiated sampler; workers need its config (own seeds).
+        self.sampler = config.hydra.sweeper.get("sampler")
+
+    def _check(self, arguments: list[str]) -> tuple[dict, list[str]]:
+        if self.n_trials < 1 or self.n_jobs < 1:
+            raise ConfigError("hydra.sweeper.n_trials and n_jobs: give 1 or more")
+        if self.n_jobs > self.n_trials:
+            raise ConfigError(
+                f"hydra.sweeper.n_jobs={self.n_jobs} > n_trials={self.n_trials}: the extra "
+                f"workers would have nothing to run; give n_jobs <= {self.n_trials}"
             )
-            impl.n_trials = max(0, impl.n_trials - have)
-            impl.job_idx = have
-            _reseed(impl, self._sampler_config, have)
-        return impl.sweep(arguments)
+        if self.direction not in ("maximize", "minimize"):
+            raise ConfigError(f"hydra.sweeper.direction={self.direction}: maximize or minimize")
+        if not self.storage:
+            raise ConfigError("hydra.sweeper.storage: give a journal file path or an RDB URL")
+        make_pruner(self.pruner)
+        if self.stale_after_s <= 0:
+            raise ConfigError("hydra.sweeper.stale_after_s: give seconds > 0 (default 120)")
+        space, fixed = parse_search_space(self.params, arguments)
+        check_keys_exist(space, self.config)
+        return space, fixed
+
+    def sweep(self, arguments: list[str]) -> Any:
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        with exit_on_user_error():  # bad input: one line, exit 2, before any job starts
+            space, fixed = self._check(arguments)
+            study = load_study(str(self.storage), self.study_name, self.direction)
+        write_study_file(sweep_dir, str(self.storage), self.study_name, n_trials=self.n_trials)
+        for number in retry_orphans(study):
+            log.info(f"trial {number} was interrupted: retried with its parameters and job dir")
+        done = done_count(study)
+        if done >= self.n_trials:
+            log.info(f"study {self.study_name} has its {self.n_trials} trials; nothing to run")
+            return []
+        workers = min(self.n_jobs, self.n_trials - done)
+        log.info(
+            f"study {self.study_name}: {done} of {self.n_trials} trials done; "
+            f"{workers} workers, pruner={self.pruner}, storage={self.storage}"
+        )
+        worker = TrialWorker(
+            hydra_context=self.hydra_context,
+            base_config=self.config,
+            task_function=self.task_function,
+            space=space,
+            fixed=fixed,
+            settings={
+                "storage": str(self.storage),
+                "study_name": self.study_name,
+                "direction": self.direction,
+                "pruner": self.pruner,
+                "stale_after_s": self.stale_after_s,
+                "n_trials": self.n_trials,
+                "sampler": self.sampler,
+                "sweep_dir": str(sweep_dir),
+            },
+        )
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=self.hydra_context, task_function=worker, config=self.config
+        )
+        jobs = [(*fixed, f"hydra.sweep.subdir=.workers/{i}") for i in range(workers)]
+        returns = launcher.launch(jobs, initial_job_idx=0)
+        for i, ret in enumerate(returns):
+            if ret.status.name != "COMPLETED":
+                log.warning(f"worker {i} ended early: {ret._return_value!r}")
+        study = load_study(str(self.storage), self.study_name, self.direction)
+        log.info(f"study {self.study_name}: {done_count(study)} of {self.n_trials} trials done")
+        _write_best(sweep_dir, study)
+        return returns
 
 
-def _reseed(impl: Any, sampler_config: Any, offset: int) -> None:
-    """A seeded sampler, continued: seed + offset, so it does not repeat the first draws."""
-    from hydra.utils import instantiate
-
-    target = str(sampler_config.get("_target_", ""))
-    if sampler_config.get("seed") is None or target.endswith("GridSampler"):
-        return
-    impl.sampler = instantiate(sampler_config, seed=int(sampler_config.seed) + offset)
-
-
-def _make_sqlite_folder(storage: Any) -> None:
-    url = str(storage or "")
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _parameter_order(impl: Any, arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """The searched keys in order and the fixed values, parsed as the plugin's sweep() does."""
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-    params_conf = [f"{k!s}={v}" for k, v in (impl.params or {}).items()] + list(arguments)
-    search_space, fixed = create_params_from_overrides(params_conf)
-    return [k for k in search_space if k not in fixed], fixed
-
-
-def _load_study(name: str | None, storage: Any):
-    if not storage or not name:
-        return None
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:  # no such study yet
-        return None
-
-
-def _finish_interrupted_trials(impl: Any, study: Any, arguments: list[str]) -> None:
-    """Run the trials a killed search left RUNNING again (same parameters, same job number)."""
+def _write_best(sweep_dir: Path, study: Any) -> None:
+    """`optimization_results.yaml`, as hydra-optuna-sweeper wrote it: best_params, best_value."""
+    import yaml
     from optuna.trial import TrialState
 
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if not running:
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return
-    search_space, fixed = _parameter_order(impl, arguments)
-    for trial in running:
-        # The overrides as the plugin's _configure_trials wrote them: the searched keys in
-        # its order (the storage returns them sorted), then the fixed ones.
-        params = {k: trial.params[k] for k in search_space if k in trial.params}
-        params.update({k: v for k, v in trial.params.items() if k not in params})
-        params.update(fixed)
-        overrides = [tuple(f"{name}={value}" for name, value in params.items())]
-        log.info(f"Trial {trial.number} was interrupted: running it again ({overrides[0]})")
-        (ret,) = impl.launcher.launch(overrides, initial_job_idx=trial.number)
-        try:
-            study.tell(trial.number, float(ret.return_value))
-        except Exception as err:  # as the plugin does: a failed job is a failed trial
-            log.warning(f"Trial {trial.number} failed: {err}")
-            study.tell(trial.number, state=TrialState.FAIL)
+    best = {"name": "optuna", "best_params": study.best_params, "best_value": study.best_value}
+    write_text_atomic(sweep_dir / "optimization_results.yaml", yaml.safe_dump(best))
