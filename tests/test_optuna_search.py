@@ -211,9 +211,11 @@ def test_more_workers_than_trials_and_unwritable_storage_stop_first(tmp_path):
 def test_current_trial_uses_study_storage_and_study_id(tmp_path, monkeypatch):
     """A worker's training process rebuilds the asked trial from its number through the
     study's private `_storage` and `_study_id` (README "Private APIs"), and reports to it."""
-    from fcn.jobs.optuna_study import current_trial, load_study, set_current_trial
+    from fcn.jobs.optuna_study import TRIAL_ENV, current_trial, load_study, set_current_trial
 
-    monkeypatch.delenv("FCN_OPTUNA_TRIAL", raising=False)
+    # Set in this process's environment, which every later test's subprocess inherits: the
+    # setenv makes monkeypatch remove it again at teardown (a delenv of an absent key would not).
+    monkeypatch.setenv(TRIAL_ENV, "")
     assert current_trial() is None
     spec = str(tmp_path / "s.journal")
     study = load_study(spec, STUDY, "maximize")
@@ -221,7 +223,6 @@ def test_current_trial_uses_study_storage_and_study_id(tmp_path, monkeypatch):
     asked = study.ask()
     set_current_trial(spec, STUDY, "median", asked.number)
     trial = current_trial()
-    monkeypatch.delenv("FCN_OPTUNA_TRIAL")
     assert trial.number == asked.number == 1
     trial.report(0.25, step=0)
     assert study.get_trials()[1].intermediate_values == {0: 0.25}
