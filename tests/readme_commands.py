@@ -24,6 +24,12 @@ NEEDS_AUG = "needs SBD's train_aug labels, made by `fcn-data aug` (a download)"
 SLURM = "submits to SLURM (no cluster here); `pytest -m slurm` submits real jobs"
 GPUS = "needs several GPUs or nodes"
 COVERED = "budget: run by {}"
+YOUR_DATA = (
+    "the README's worked example on the reader's own data tree (mydata/); "
+    "tests/test_folder_data.py and tests/test_dataset_classes.py run the same steps on "
+    "generated trees"
+)
+GPU_CHECK = "needs a GPU to measure; on a CPU it takes minutes (tests/test_gpu.py, dry run in CI)"
 SKIP: dict[str, str] = {
     "bash scripts/train.sh": "creates .venv, installs the package, then the full 5-minute "
     "default run; `python -m fcn.train` below is the same training (tiny budget)",
@@ -56,6 +62,35 @@ SKIP: dict[str, str] = {
     "sudo bash scripts/slurm_local.sh": "installs and starts SLURM's daemons as root",
     # Budget (each command is a new process: ~5 s of imports on 2 idle cores, ~10 s loaded).
     # These run elsewhere in the suite, in the same form or in-process:
+    "python -m fcn.train --config-dir my_conf data=mine trainer.max_epochs=1": COVERED.format(
+        "tests/test_packaging.py (a user config directory)"
+    ),
+    "python -m fcn.train hydra.searchpath=[file://$PWD/my_conf] data=mine trainer.max_epochs=1": (
+        COVERED.format("tests/test_packaging.py (a user config directory)")
+    ),
+    "python -m fcn.train backbone._target_=mypkg.nets.MyBackbone head._target_=mypkg.nets.MyHead": (
+        "an example: mypkg is the reader's own package; tests/test_custom_modules.py trains, "
+        "refuses and loads such a model"
+    ),
+    "fcn-data check data=folder data.root=mydata data.classes=classes.txt": YOUR_DATA,
+    "fcn-data stats data=folder data.root=mydata data.classes=classes.txt": YOUR_DATA,
+    "python -m fcn.train data=folder data.root=mydata data.classes=classes.txt "
+    "'data.palette=[[10,200,10],[0,90,0],[200,40,40],[30,60,220]]' model.class_weights=auto": (
+        YOUR_DATA
+    ),
+    "python -m fcn.evaluate ckpt_path=outputs/<run>/checkpoints/best-*.ckpt data=folder "
+    "data.root=mydata": YOUR_DATA,
+    "python -m fcn.predict ckpt_path=outputs/<run>/checkpoints/best-*.ckpt "
+    "input=mydata/images/val": YOUR_DATA,
+    "bash scripts/gpu_check.sh": GPU_CHECK,
+    "FCN_PYTHON=.venv/bin/python bash scripts/gpu_check.sh": GPU_CHECK,
+    "python scripts/bench_gpu.py --dry-run --budget-s 900": "the GPU check's dry run on the CPU, "
+    "about 5 minutes; .ci/run dry-runs the gpu tests",
+    "python -m pytest -m gpu": "pytest inside pytest; .ci/run runs the gpu tests (a dry run)",
+    "python -m fcn.train -m hparams_search=optuna hydra/launcher=slurm trainer.devices=1 "
+    "hydra.sweeper.n_trials=64 hydra.sweeper.n_jobs=8 hydra.sweeper.pruner=median": SLURM,
+    "fcn-report outputs/multirun/<date>/<time>": "reads the SLURM search above; "
+    "tests/test_optuna_search.py reports a local search",
     "python -m fcn.train logger=mlflow": COVERED.format("tests/test_tracking.py (MLflow)"),
     "python -m fcn.train logger=wandb": COVERED.format("tests/test_tracking.py (W&B offline)"),
     "python -m fcn.train logger=many": COVERED.format(

@@ -20,6 +20,12 @@ KNOWN: tuple[tuple[str, type[Warning], str], ...] = (
         "deprecated LeafSpec on every fit; only a Lightning release can change it.",
     ),
     (
+        r"Argument ``constant_liar`` is an experimental feature",
+        Warning,  # optuna.exceptions.ExperimentalWarning (a plain Warning subclass)
+        "conf/hydra/sweeper/async_optuna.yaml turns on TPE's constant_liar on purpose (parallel "
+        "workers must not be handed the same parameters); Optuna flags the argument itself.",
+    ),
+    (
         r"The `srun` command is available on your system but is not used",
         UserWarning,
         "Lightning warns whenever srun is on PATH; fcn's cluster runs start ranks with srun "
