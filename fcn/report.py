@@ -158,7 +158,8 @@ def write_report(sweep_dir: Path, metric: str = PRIMARY) -> str:
     if unfinished:
         lines += ["", "## Not finished", ""]
         for job in unfinished:
-            what = " ".join(f"{k}={job.overrides.get(k, '')}" for k in (*keys, *SEED_KEYS))
+            shown = [k for k in (*keys, *SEED_KEYS) if k in job.overrides]
+            what = " ".join(f"{k}={job.overrides[k]}" for k in shown)
             error = f": {job.error}" if job.error else ""
             status = "running (or killed)" if job.status == "running" else job.status
             lines.append(f"- {status}: {what} ({job.path.relative_to(sweep_dir)}){error}")
