@@ -63,8 +63,8 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory, root: Path) -> 
     return path
 
 
-def voc(root: Path) -> list[str]:
-    """The tiny tree as data=voc, on CPU in the main process."""
+def voc_data(root: Path) -> list[str]:
+    """The tiny tree as data=voc, read in the main process."""
     return [
         "data=voc",
         f"data.root={root}",
@@ -72,9 +72,12 @@ def voc(root: Path) -> list[str]:
         "data.palette=null",
         f"data.num_classes={NUM_CLASSES}",
         "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
     ]
+
+
+def voc(root: Path) -> list[str]:
+    """The tiny tree as data=voc, on CPU in the main process."""
+    return [*voc_data(root), "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
 
 
 def eval_cfg(ckpt: Path | None, root: Path, out: Path, *overrides: str):
@@ -130,12 +133,7 @@ def verify_cfg(ckpt: Path, root: Path, out: Path, *overrides: str):
         ckpt,
         out,
         "verify_split=val",
-        "data=voc",
-        f"data.root={root}",
-        "data.classes=null",  # the tree's own names (synthetic.json), not VOC's 21
-        "data.palette=null",
-        f"data.num_classes={NUM_CLASSES}",
-        "data.num_workers=0",
+        *voc_data(root),
         "eval.flip=true",
         *overrides,
     )
