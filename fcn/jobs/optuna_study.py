@@ -10,11 +10,8 @@ RUNNING is retried as a new trial with the same parameters and the old trial's j
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,18 +102,6 @@ def retry(study: Any, trial: Any) -> None:
     attrs = {JOB_NUM: trial.user_attrs.get(JOB_NUM, trial.number), RETRY_OF: trial.number}
     study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
     study.tell(trial.number, state=TrialState.FAIL)
-
-
-@contextlib.contextmanager
-def exclusive(lock_file: Path) -> Iterator[None]:
-    """One worker at a time counts the study and asks it (so n_trials is not overshot)."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 PRUNERS = ("median", "hyperband", "none")

@@ -18,12 +18,12 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from fcn.core.atomic import write_text_atomic
+from fcn.core.file_lock import exclusive
 from fcn.jobs.job_record import read_result
 from fcn.jobs.optuna_study import (
     JOB_NUM,
     clear_current_trial,
     done_count,
-    exclusive,
     load_study,
     make_pruner,
     set_current_trial,

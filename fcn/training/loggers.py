@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from fcn.core.errors import ConfigError
+from fcn.core.file_lock import exclusive
 
 _SQLITE = "sqlite:///"
 _IMAGE_LOGGERS = (TensorBoardLogger, LightningMLFlowLogger, WandbLogger)
@@ -116,17 +117,12 @@ def _sqlite_lock_file(tracking_uri: str | None) -> Path | None:
 
 @contextmanager
 def _locked(lock_file: Path | None) -> Iterator[None]:
+    # POSIX; SQLite stores are for one machine (or a job's node) anyway
     if lock_file is None:
         yield
         return
-    import fcntl  # POSIX; SQLite stores are for one machine (or a job's node) anyway
-
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(lock_file):
+        yield
 
 
 # ---- CSV ------------------------------------------------------------------------------------
