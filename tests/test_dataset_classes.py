@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.folder_trees import CLASSES, PALETTE, save_index, split_folder_tree, stem_list_tree
+from helpers.old_checkpoint import rebuild_old_checkpoint
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
@@ -26,7 +27,6 @@ from fcn.data.stats import median_frequency_weights, scan
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-FIXTURE = REPO / "tests" / "fixtures" / "pre_layout_mobilenet_v2_fcn8s.ckpt"
 FOLDER = ["data=folder", f"data.classes=[{','.join(CLASSES)}]", "data.num_workers=0"]
 
 
@@ -260,10 +260,10 @@ def test_class_weights_reach_the_loss() -> None:
 # -- checkpoints carry the classes -------------------------------------------------------------
 
 
-def test_pre_layout_checkpoint_keeps_its_names_and_gets_voc_colours() -> None:
+def test_pre_layout_checkpoint_keeps_its_names_and_gets_voc_colours(tmp_path: Path) -> None:
     from fcn import load_segmenter
 
-    seg = load_segmenter(FIXTURE)
+    seg = load_segmenter(rebuild_old_checkpoint(tmp_path / "old.ckpt"))
     assert seg.classes == ["background", "disc", "square", "triangle", "ring", "cross"]
     assert list(seg.info.palette) == voc_colormap(6)
 
