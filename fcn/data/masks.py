@@ -12,6 +12,27 @@ from fcn.core.classes import VOID_INDEX
 from fcn.core.errors import DataError
 from fcn.data.labels import UNKNOWN, LabelSpec
 
+Colour = tuple[int, int, int]
+
+
+def lookup_colours(
+    rgb: np.ndarray, table: dict[int, int]
+) -> tuple[np.ndarray, tuple[Colour, tuple[int, int]] | None]:
+    """An H x W x 3 colour-coded mask through `table` (0xRRGGBB -> value): (H x W uint8 values,
+    None), or (unusable, (the first colour not in `table`, its (x, y))) for the caller's error."""
+    packed = (
+        (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    )
+    colours, inverse = np.unique(packed, return_inverse=True)
+    lut = np.empty(len(colours), dtype=np.uint8)
+    for k, c in enumerate(colours.tolist()):
+        value = table.get(c)
+        if value is None:
+            y, x = (int(v) for v in np.argwhere(packed == c)[0])
+            return lut, (((c >> 16) & 255, (c >> 8) & 255, c & 255), (x, y))
+        lut[k] = value
+    return lut[inverse.reshape(packed.shape)], None
+
 
 def read_raw_mask(path: Path) -> tuple[str, np.ndarray]:
     """('index', H x W uint8 values as stored) for 'P'/'L' PNGs, ('rgb', H x W x 3 uint8) for
@@ -60,21 +81,13 @@ class MaskDecoder:
         return self.decode(path)[0]
 
     def colours_to_classes(self, rgb: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
-        packed = (
-            (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-        )
-        colours, inverse = np.unique(packed, return_inverse=True)
-        lut = np.empty(len(colours), dtype=np.uint8)
-        for k, c in enumerate(colours.tolist()):
-            index = self._colours.get(c)
-            if index is None:
-                y, x = (int(v) for v in np.argwhere(packed == c)[0])
-                rgb_c = ((c >> 16) & 255, (c >> 8) & 255, c & 255)
-                void = list(self.spec.void_color) if self.spec.void_color else None
-                raise DataError(
-                    f"mask {path} has colour {rgb_c} at pixel (x={x}, y={y}), which is neither a "
-                    f"class colour in data.palette nor data.void_color={void}: add the colour "
-                    f"to data.palette (and its class to data.classes) or fix the mask"
-                )
-            lut[k] = index
-        return lut[inverse.reshape(packed.shape)]
+        values, unknown = lookup_colours(rgb, self._colours)
+        if unknown is not None:
+            rgb_c, (x, y) = unknown
+            void = list(self.spec.void_color) if self.spec.void_color else None
+            raise DataError(
+                f"mask {path} has colour {rgb_c} at pixel (x={x}, y={y}), which is neither a "
+                f"class colour in data.palette nor data.void_color={void}: add the colour "
+                f"to data.palette (and its class to data.classes) or fix the mask"
+            )
+        return values

@@ -14,6 +14,7 @@ from fcn.core.classes import VOID_COLOR, VOID_INDEX, voc_colormap
 from fcn.core.errors import DataError
 from fcn.data.dataset import SegmentationDataset, Transform
 from fcn.data.labels import LabelSpec
+from fcn.data.masks import lookup_colours
 
 IMAGE_DIR = "JPEGImages"
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
@@ -88,21 +89,13 @@ def read_label(path: Path) -> np.ndarray:
 
 def colours_to_indices(rgb: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
     """Map an HxWx3 VOC-colormap label to indices; an unknown colour is a DataError."""
-    packed = (
-        (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    )
-    colours, inverse = np.unique(packed, return_inverse=True)
-    lut = np.empty(len(colours), dtype=np.uint8)
-    for k, c in enumerate(colours.tolist()):
-        index = _COLOUR_TO_INDEX.get(c)
-        if index is None:
-            rgb_c = ((c >> 16) & 255, (c >> 8) & 255, c & 255)
-            raise DataError(
-                f"label {path} has colour {rgb_c}, which is not in the VOC colormap: "
-                f"save labels as index PNGs or use VOC colours only"
-            )
-        lut[k] = index
-    return lut[inverse.reshape(packed.shape)]
+    values, unknown = lookup_colours(rgb, _COLOUR_TO_INDEX)
+    if unknown is not None:
+        raise DataError(
+            f"label {path} has colour {unknown[0]}, which is not in the VOC colormap: "
+            f"save labels as index PNGs or use VOC colours only"
+        )
+    return values
 
 
 class VOCSegmentation(SegmentationDataset):
