@@ -156,3 +156,16 @@ def test_every_loss_option_builds_from_the_config(option):
     loss = build_loss(OmegaConf.to_container(cfg.model.loss), VOID_INDEX)
     logits, target = _batch()
     assert torch.isfinite(loss(logits.float(), target))
+
+
+@pytest.mark.parametrize(
+    "cfg, key",
+    [
+        ({"name": "ohem", "min_kept": -1}, "loss.min_kept"),
+        ({"name": "ohem", "thresh": 1.5}, "loss.thresh"),
+        ({"name": "ce", "label_smoothing": 1.0}, "loss.label_smoothing"),
+    ],
+)
+def test_out_of_range_loss_settings_are_one_config_error_naming_the_key(cfg, key):
+    with pytest.raises(ConfigError, match=key):
+        build_loss(cfg, 255)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fcn.core.errors import ConfigError
+from fcn.core.validate import whole_number
 
 LOSSES = ("ce", "dice", "focal", "lovasz", "ohem", "sum")
 
@@ -43,6 +44,10 @@ class CrossEntropy(_Loss):
 
     def __init__(self, ignore_index: int, weight: Tensor | None = None, label_smoothing=0.0):
         super().__init__(ignore_index, weight)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ConfigError(
+                f"loss.label_smoothing={label_smoothing}: a value in [0, 1), e.g. 0.1"
+            )
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -132,7 +137,10 @@ class OHEMCrossEntropy(_Loss):
         self, ignore_index: int, weight: Tensor | None = None, thresh=0.7, min_kept=100000
     ) -> None:
         super().__init__(ignore_index, weight)
-        self.thresh, self.min_kept = float(thresh), int(min_kept)
+        self.min_kept = whole_number(min_kept, "loss.min_kept", minimum=0)
+        if not 0.0 < float(thresh) <= 1.0:
+            raise ConfigError(f"loss.thresh={thresh}: a probability in (0, 1], e.g. 0.7")
+        self.thresh = float(thresh)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         valid = target != self.ignore_index
