@@ -77,12 +77,6 @@ def done_count(study: Any) -> int:
     )
 
 
-def open_count(study: Any) -> int:
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
-
-
 def retry_orphans(study: Any) -> list[int]:
     """Trials left RUNNING by a search that is no longer running (killed workers): each fails
     and comes back as a waiting trial with its parameters and job number. Call only while no
