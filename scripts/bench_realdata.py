@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,11 @@ class EpochTimer(L.Callback):
         self._write()
 
 
-def command(voc_root: Path, weights: Path, run_dir: Path, quick: bool) -> list[str]:
-    """The user's command for the preset, plus the timing callback and a fixed run directory."""
+def command(
+    voc_root: Path, weights: Path, run_dir: Path, quick: bool, extra: Sequence[str] = ()
+) -> list[str]:
+    """The user's command for the preset (plus `extra` overrides), the timing callback and a
+    fixed run directory."""
     return [
         sys.executable,
         "-m",
@@ -127,6 +131,7 @@ def command(voc_root: Path, weights: Path, run_dir: Path, quick: bool) -> list[s
         f"experiment={PRESET}",
         f"data.root={voc_root}",
         f"backbone.weights_path={weights}",
+        *extra,
         f"hydra.run.dir={run_dir}",
         "trainer.enable_progress_bar=false",
         "+callbacks.epoch_timer._target_=bench_realdata.EpochTimer",
@@ -136,9 +141,14 @@ def command(voc_root: Path, weights: Path, run_dir: Path, quick: bool) -> list[s
 
 
 def measure(
-    quick: bool, voc_root: Path, run_dir: Path, weights: Path = DEFAULT_WEIGHTS
+    quick: bool,
+    voc_root: Path,
+    run_dir: Path,
+    weights: Path = DEFAULT_WEIGHTS,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run the preset once; `realdata_*` keys, or `realdata_skipped` naming what is absent."""
+    """Run the preset once (with `extra` overrides); `realdata_*` keys, or `realdata_skipped`
+    naming what is absent."""
     absent = [
         str(p)
         for p in (voc_root / "ImageSets" / "Segmentation" / "train.txt", weights)
@@ -152,7 +162,7 @@ def measure(
     run_dir = Path(os.environ.get("FCN_BENCH_REALDATA_DIR") or run_dir).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SystemExit(f"error: FCN_BENCH_REALDATA_DIR={run_dir} is not empty: name a new folder")
-    cmd = command(voc_root.resolve(), weights.resolve(), run_dir, quick)
+    cmd = command(voc_root.resolve(), weights.resolve(), run_dir, quick, extra)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), str(SCRIPTS), env.get("PYTHONPATH", "")) if p
@@ -171,7 +181,7 @@ def measure(
     train_s = sum(e["train_s"] for e in epochs)
     val_runs = [e for e in epochs if e["val_s"] > 0]
     return {
-        "realdata_command": " ".join(["python", *cmd[1:6]]),
+        "realdata_command": " ".join(["python", *cmd[1 : 6 + len(extra)]]),
         "realdata_val_mIoU": float(summary.group(1)),
         "realdata_test_mIoU": test.get("mIoU"),
         "realdata_test_pixel_acc": test.get("pixel_acc"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -65,14 +66,17 @@ def test_quick_benchmark_writes_json(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
 
 
-def _bench_realdata():
-    """scripts/bench_realdata.py as a module (scripts/ is not a package)."""
+def _script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:
-        import bench_realdata
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO_ROOT / "scripts"))
-    return bench_realdata
+
+
+def _bench_realdata():
+    return _script("bench_realdata")
 
 
 def test_realdata_skips_with_a_message_where_files_are_absent(tmp_path: Path) -> None:
@@ -111,3 +115,40 @@ def test_quick_realdata_runs_the_preset(
     assert "background" in result["realdata_per_class_iou"]
     assert set(result["targets_met"]) == {"realdata_val_mIoU", "realdata_wall_s"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
+
+
+def test_ablation_rows_join_their_overrides_and_tabulate(tmp_path: Path) -> None:
+    ablation = _script("ablation")
+    assert ablation.overrides("preset") == ["seed=42"]
+    joined = ablation.overrides("ohem+ema")
+    assert joined == [
+        "seed=42",
+        "loss=ohem",
+        "loss.min_kept=10000",
+        "callbacks=ema",
+        "callbacks.ema.decay=0.99",
+    ]
+    assert ablation.overrides("seed43+aux")[0] == "seed=43"  # the first row's seed is kept
+    with pytest.raises(SystemExit, match="unknown row 'sgd'"):
+        ablation.overrides("aux+sgd")
+    # The row's overrides go into the user's command, before the benchmark's own.
+    cmd = _bench_realdata().command(tmp_path, tmp_path / "w.pth", tmp_path / "run", False, joined)
+    assert cmd[cmd.index("experiment=voc_mobilenet_cpu") + 3 :][:5] == joined
+    epochs = [{"load": [1.5, 1.0, 1.0]}, {"load": [2.3, 1.0, 1.0]}]
+    (tmp_path / "ohem+ema.json").write_text(
+        json.dumps(
+            {
+                "overrides": joined,
+                "realdata_val_mIoU": 0.4567,
+                "realdata_test_pixel_acc": 0.8512,
+                "realdata_wall_s": 725.4,
+                "realdata_load_start": [1.2, 1.0, 1.0],
+                "realdata_epochs": epochs,
+            }
+        )
+    )
+    row = ablation.table(tmp_path).splitlines()[-1]
+    assert row == (
+        "| ohem+ema | `seed=42 loss=ohem loss.min_kept=10000 callbacks=ema "
+        "callbacks.ema.decay=0.99` | 0.457 | 0.851 | 12 min 05 s | 1.2-2.3 |"
+    )

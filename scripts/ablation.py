@@ -1,0 +1,106 @@
+"""The model ablation on real photos: `experiment=voc_mobilenet_cpu` on voc_mini, one change at
+a time, same budget (20 epochs) and seed, run one after another and timed as a user runs them.
+
+    python scripts/ablation.py                          # every single change: ~1.5 h, 2 idle cores
+    python scripts/ablation.py preset seed43            # named rows only
+    python scripts/ablation.py class_weights+ema        # a combination: the rows' overrides joined
+    python scripts/ablation.py --table                  # print the table of the rows done so far
+
+Each row is `scripts/bench_realdata.py`'s measurement (the user's command in a subprocess, its
+per-epoch timer) with the row's overrides added; its result goes to `<out>/<row>.json` and a
+row whose JSON exists is not run again, so an interrupted ablation goes on where it stopped.
+`seed43` is the preset with another seed: the gap between it and `preset` is the run-to-run
+noise a change has to beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import bench_realdata
+
+ROWS: dict[str, tuple[str, ...]] = {
+    "preset": ("seed=42",),
+    "seed43": ("seed=43",),
+    "class_weights": ("seed=42", "model.class_weights=auto"),
+    "ce_dice": ("seed=42", "loss=ce_dice"),
+    # mmsegmentation keeps 100k of a 512x1024 crop's pixels (19%): about as many of 256x256 x 8
+    "ohem": ("seed=42", "loss=ohem", "loss.min_kept=10000"),
+    # 740 optimizer steps: decay 0.99 averages over the last ~100 of them
+    "ema": ("seed=42", "callbacks=ema", "callbacks.ema.decay=0.99"),
+    "aux": ("seed=42", "model.aux_weight=0.4"),
+}
+SINGLES = list(ROWS)
+
+
+def overrides(row: str) -> list[str]:
+    """A row's overrides; `a+b` joins rows a and b (the seed of the first one kept)."""
+    joined: dict[str, str] = {}
+    for part in row.split("+"):
+        if part not in ROWS:
+            raise SystemExit(f"error: unknown row {part!r}: one of {', '.join(ROWS)} or a+b")
+        for override in ROWS[part]:
+            key = override.split("=", 1)[0]
+            if key != "seed" or key not in joined:
+                joined[key] = override
+    return list(joined.values())
+
+
+def table(out: Path) -> str:
+    lines = [
+        "| row | overrides | best val mIoU | val pixel acc | wall | load (1 min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        r = json.loads(path.read_text())
+        loads = [r["realdata_load_start"][0], *(e["load"][0] for e in r["realdata_epochs"])]
+        minutes, seconds = divmod(round(r["realdata_wall_s"]), 60)
+        lines.append(
+            f"| {path.stem} | `{' '.join(r['overrides'])}` | {r['realdata_val_mIoU']:.3f} "
+            f"| {r['realdata_test_pixel_acc']:.3f} | {minutes} min {seconds:02d} s "
+            f"| {min(loads):.1f}-{max(loads):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", nargs="*", default=SINGLES, help="rows to run (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/ablation"))
+    parser.add_argument(
+        "--voc-root",
+        type=Path,
+        default=bench_realdata.REPO_ROOT.parent / "shared" / "data" / "voc_mini",
+    )
+    parser.add_argument("--table", action="store_true", help="only print the table")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.table:
+        for row in args.rows:
+            result_file = args.out / f"{row}.json"
+            if result_file.exists():
+                continue
+            extra = overrides(row)
+            print(f"[ablation] {row}: {' '.join(extra)}", file=sys.stderr, flush=True)
+            result = bench_realdata.measure(False, args.voc_root, args.out / row, extra=extra)
+            if "realdata_skipped" in result:
+                raise SystemExit(result["realdata_skipped"])
+            result.update(
+                overrides=extra,
+                machine=platform.processor() or platform.machine(),
+                cpus=os.cpu_count(),
+            )
+            tmp = result_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            os.replace(tmp, result_file)  # a row counts as done only when whole
+            print(table(args.out), flush=True)
+    print(table(args.out))
+
+
+if __name__ == "__main__":
+    main()
