@@ -86,15 +86,17 @@ def test_submitit_local_launcher_runs_both_jobs(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_multirun_with_ddp_runs_each_job_once_with_its_own_ranks(tmp_path, data_dir):
-    out = ok(run_cli(["-m", "head=fcn32s,fcn8s", *tiny(data_dir), *DDP_CPU], tmp_path))
+    # The second job's backbone is timm's resnet18: timm backbones train under DDP as well.
+    sweep_args = ["-m", "backbone=resnet18,timm", "head=fcn8s"]
+    out = ok(run_cli([*sweep_args, *tiny(data_dir), *DDP_CPU], tmp_path))
     assert len(SUMMARY.findall(out)) == 2
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["multirun"]  # no stray runs
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0_head=fcn32s", "1_head=fcn8s"]  # '=' and ',' in job dirs: ranks still run
-    for job, head in (("0_head=fcn32s", "fcn32s"), ("1_head=fcn8s", "fcn8s")):
+    assert jobs == ["0_backbone=resnet18", "1_backbone=timm"]  # '=' in job dirs: ranks still run
+    for job, backbone in (("0_backbone=resnet18", "resnet18"), ("1_backbone=timm", "timm")):
         ckpt = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
-        assert ckpt["hyper_parameters"]["head"] == head
+        assert ckpt["hyper_parameters"]["backbone"] == backbone
         assert ckpt["global_step"] == 1  # 6 images over 2 ranks, batch 3: one step each
         assert len(list((sweep / job).glob("train_ddp_process_*.log"))) == 1  # one extra rank
         assert not (sweep / job / "multirun.yaml").exists()  # the rank started no sweep
@@ -267,11 +269,16 @@ def test_channels_last_gives_the_same_predictions():
 
 
 @pytest.mark.slow
-def test_compile_gives_the_same_predictions():
+@pytest.mark.parametrize(
+    ("backbone", "model_name"), [("resnet18", None), ("timm", "convnext_atto")]
+)
+def test_compile_gives_the_same_predictions(backbone, model_name):
     # Forward only (inductor compiles in ~30-60 s on 2 cores; a full fit would double that).
     torch.manual_seed(0)
-    plain = SegmentationModule("resnet18", "fcn32s", num_classes=6).eval()
-    compiled = SegmentationModule("resnet18", "fcn32s", num_classes=6, compile=True).eval()
+    plain = SegmentationModule(backbone, "fcn32s", num_classes=6, model_name=model_name).eval()
+    compiled = SegmentationModule(
+        backbone, "fcn32s", num_classes=6, model_name=model_name, compile=True
+    ).eval()
     compiled.load_state_dict(plain.state_dict())
     assert set(compiled.state_dict()) == set(plain.state_dict())  # checkpoints keep plain names
     x = torch.randn(1, 3, 64, 64)

@@ -1,5 +1,5 @@
 """backbone=timm: any timm features_only model feeds the FCN heads at strides 8/16/32, exports
-to ONNX with parity, rebuilds from its checkpoint, and loads local timm weights."""
+to ONNX and .pt2 with parity, rebuilds from its checkpoint, and loads local timm weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fcn.core.errors import CheckpointError, ConfigError
-from fcn.deploy.exporters import capture_program, save_onnx
+from fcn.deploy.exporters import capture_program, save_onnx, save_program
 from fcn.deploy.model_files import load_model, rebuild_module
 from fcn.deploy.model_info import ModelInfo
 from fcn.models import build_model
@@ -45,22 +45,27 @@ def test_timm_backbones_give_exact_output_sizes(model_name):
     "model_name",
     ["convnext_atto", pytest.param("mobilenetv3_small_050", marks=pytest.mark.slow)],  # ~15 s
 )
-def test_timm_backbones_export_to_onnx_with_parity(model_name, tmp_path):
+def test_timm_backbones_export_to_onnx_and_pt2_with_parity(model_name, tmp_path):
     model = _random_head(model_name)
     info = ModelInfo(
         f"timm/{model_name}", "fcn8s", tuple(f"c{i}" for i in range(5)), ((0, 0, 0),) * 5
     )
-    path = tmp_path / "m.onnx"
-    save_onnx(capture_program(model), path, info.to_metadata("onnx"), opset=18)
-    onnx = load_model(path, "onnx").network
+    program = capture_program(model)
+    save_onnx(program, tmp_path / "m.onnx", info.to_metadata("onnx"), opset=18)
+    save_program(program, tmp_path / "m.pt2", info.to_metadata("exported_program"))
+    networks = {suffix: load_model(tmp_path / f"m.{suffix}") for suffix in ("onnx", "pt2")}
+    assert networks["pt2"].info.backbone == f"timm/{model_name}"
     for h, w in ((97, 131), (64, 64)):
         images = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h))
         with torch.no_grad():
             expected = model(images)
-        got = onnx(images)
-        assert got.shape == expected.shape == (2, 5, h, w)
         assert expected.abs().max() > 0.5
-        assert (got - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))
+        for suffix, loaded in networks.items():
+            with torch.no_grad():
+                got = loaded.network(images)
+            assert got.shape == expected.shape == (2, 5, h, w), suffix
+            diff = float((got - expected).abs().max())
+            assert diff <= 1e-4 * max(1.0, float(expected.abs().max())), (suffix, diff)
 
 
 def test_timm_checkpoint_rebuilds_from_its_hyper_parameters(tmp_path):
