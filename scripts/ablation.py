@@ -22,7 +22,7 @@ import platform
 import sys
 from pathlib import Path
 
-import bench_realdata
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 ROWS: dict[str, tuple[str, ...]] = {
     "preset": ("seed=42",),
@@ -73,14 +73,14 @@ def main() -> None:
     parser.add_argument("rows", nargs="*", default=SINGLES, help="rows to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("outputs/ablation"))
     parser.add_argument(
-        "--voc-root",
-        type=Path,
-        default=bench_realdata.REPO_ROOT.parent / "shared" / "data" / "voc_mini",
+        "--voc-root", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "voc_mini"
     )
     parser.add_argument("--table", action="store_true", help="only print the table")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table:
+        import bench_realdata  # imports Lightning: only to run rows
+
         for row in args.rows:
             result_file = args.out / f"{row}.json"
             if result_file.exists():
