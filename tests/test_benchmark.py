@@ -134,21 +134,39 @@ def test_ablation_rows_join_their_overrides_and_tabulate(tmp_path: Path) -> None
     # The row's overrides go into the user's command, before the benchmark's own.
     cmd = _bench_realdata().command(tmp_path, tmp_path / "w.pth", tmp_path / "run", False, joined)
     assert cmd[cmd.index("experiment=voc_mobilenet_cpu") + 3 :][:5] == joined
-    epochs = [{"load": [1.5, 1.0, 1.0]}, {"load": [2.3, 1.0, 1.0]}]
-    (tmp_path / "ohem+ema.json").write_text(
-        json.dumps(
+
+    def result(miou: float, overrides: list[str]) -> str:
+        return json.dumps(
             {
-                "overrides": joined,
-                "realdata_val_mIoU": 0.4567,
+                "overrides": overrides,
+                "realdata_val_mIoU": miou,
                 "realdata_test_pixel_acc": 0.8512,
                 "realdata_wall_s": 725.4,
                 "realdata_load_start": [1.2, 1.0, 1.0],
-                "realdata_epochs": epochs,
+                "realdata_epochs": [{"load": [1.5, 1.0, 1.0]}, {"load": [2.3, 1.0, 1.0]}],
             }
         )
-    )
-    row = ablation.table(tmp_path).splitlines()[-1]
-    assert row == (
+
+    (tmp_path / "ohem+ema.json").write_text(result(0.4567, joined))
+    (tmp_path / "ema.json").write_text(result(0.4, ablation.overrides("ema")))
+    assert ablation.table(tmp_path).splitlines()[-1] == (
         "| ohem+ema | `seed=42 loss=ohem loss.min_kept=10000 callbacks=ema "
-        "callbacks.ema.decay=0.99` | 0.457 | 0.851 | 12 min 05 s | 1.2-2.3 |"
+        "callbacks.ema.decay=0.99` | 0.457 |  | 0.851 | 12 min 05 s | 1.2-2.3 |"
     )
+    (tmp_path / "preset.json").write_text(result(0.4321, ["seed=42"]))
+    columns = [
+        [c.strip() for c in line.split("|")[1:-1]] for line in ablation.table(tmp_path).splitlines()
+    ]
+    # ROWS' order, then combinations; each row's mIoU against the preset's at its seed
+    (tmp_path / "seed43+ema.json").write_text(result(0.4, ["seed=43", "callbacks=ema"]))
+    assert [(c[0], c[3]) for c in columns[2:]] == [
+        ("preset", ""),
+        ("ema", "-0.032"),
+        ("ohem+ema", "+0.025"),
+    ]
+    (tmp_path / "seed43.json").write_text(result(0.41, ["seed=43"]))
+    versus = {
+        line.split("|")[1].strip(): line.split("|")[4].strip()
+        for line in ablation.table(tmp_path).splitlines()[2:]
+    }
+    assert versus["seed43+ema"] == "-0.010" and versus["seed43"] == "-0.022"
