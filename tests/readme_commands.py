@@ -44,6 +44,11 @@ SKIP: dict[str, str] = {
     "python scripts/benchmark.py": "the full benchmark, about 5 minutes",
     "python scripts/benchmark.py --quick": "about a minute; tests/test_benchmark.py runs it",
     "python scripts/benchmark.py --only eval,forward --out bench.json": "a measurement, minutes",
+    "python scripts/ablation.py": "the ablation: seven 10-minute trainings on voc_mini; "
+    "tests/test_benchmark.py checks its rows and table",
+    "python scripts/ablation.py ce_dice+aux": "a 17-minute training on voc_mini",
+    "python scripts/ablation.py --table": "reads the ablation's results (outputs/ablation/), "
+    "which no command here makes; tests/test_benchmark.py builds the table",
     "python -m fcn.train trainer=ddp trainer.devices=4": GPUS,
     "python -m fcn.train trainer=ddp trainer.devices=4 trainer.num_nodes=2": GPUS,
     "python -m fcn.train -m head=fcn32s,fcn8s trainer=ddp trainer.devices=2": "two jobs of two "
