@@ -29,7 +29,7 @@ ROWS: dict[str, tuple[str, ...]] = {
     "seed43": ("seed=43",),
     "class_weights": ("seed=42", "model.class_weights=auto"),
     "ce_dice": ("seed=42", "loss=ce_dice"),
-    # mmsegmentation keeps 100k of a 512x1024 crop's pixels (19%): about as many of 256x256 x 8
+    # mmsegmentation keeps at least 100k of a 512x1024 crop (19%); 10k of a 256x256 crop is 15%
     "ohem": ("seed=42", "loss=ohem", "loss.min_kept=10000"),
     # 740 optimizer steps: decay 0.99 averages over the last ~100 of them
     "ema": ("seed=42", "callbacks=ema", "callbacks.ema.decay=0.99"),
