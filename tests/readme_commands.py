@@ -47,6 +47,7 @@ SKIP: dict[str, str] = {
     "python scripts/ablation.py": "the ablation: seven 10-minute trainings on voc_mini; "
     "tests/test_benchmark.py checks its rows and table",
     "python scripts/ablation.py ce_dice+aux": "a 17-minute training on voc_mini",
+    "python scripts/ablation.py seed43+ce_dice": "a 13-minute training on voc_mini",
     "python scripts/ablation.py --table": "reads the ablation's results (outputs/ablation/), "
     "which no command here makes; tests/test_benchmark.py builds the table",
     "python -m fcn.train trainer=ddp trainer.devices=4": GPUS,
