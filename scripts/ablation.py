@@ -1,14 +1,15 @@
 """The model ablation on real photos: `experiment=voc_mobilenet_cpu` on voc_mini, one change at
 a time, same budget (20 epochs) and seed, run one after another and timed as a user runs them.
 
-    python scripts/ablation.py                          # every single change: ~1.5 h, 2 idle cores
+    python scripts/ablation.py                          # every single change: ~75 min, 2 idle cores
     python scripts/ablation.py preset seed43            # named rows only
     python scripts/ablation.py class_weights+ema        # a combination: the rows' overrides joined
     python scripts/ablation.py --table                  # print the table of the rows done so far
 
 Each row is `scripts/bench_realdata.py`'s measurement (the user's command in a subprocess, its
 per-epoch timer) with the row's overrides added; its result goes to `<out>/<row>.json` and a
-row whose JSON exists is not run again, so an interrupted ablation goes on where it stopped.
+row whose JSON exists is not run again, so an interrupted ablation goes on where it stopped (the
+interrupted row's folder is kept as `<row>.unfinished-<time>` and that row runs again).
 `seed43` is the preset with another seed: the gap between it and `preset` is the run-to-run
 noise a change has to beat.
 """
@@ -18,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,21 +98,23 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table:
         import bench_realdata  # imports Lightning: only to run rows
+        from bench_common import machine_info
 
-        for row in args.rows:
+        planned = {row: overrides(row) for row in args.rows}  # an unknown row stops before any run
+        for row, extra in planned.items():
             result_file = args.out / f"{row}.json"
             if result_file.exists():
                 continue
-            extra = overrides(row)
+            run_dir = args.out / row
+            if run_dir.exists():  # a run stopped before its result: kept aside, the row reruns
+                run_dir.rename(
+                    run_dir.with_name(f"{row}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}")
+                )
             print(f"[ablation] {row}: {' '.join(extra)}", file=sys.stderr, flush=True)
-            result = bench_realdata.measure(False, args.voc_root, args.out / row, extra=extra)
+            result = bench_realdata.measure(False, args.voc_root, run_dir, extra=extra)
             if "realdata_skipped" in result:
                 raise SystemExit(result["realdata_skipped"])
-            result.update(
-                overrides=extra,
-                machine=platform.processor() or platform.machine(),
-                cpus=os.cpu_count(),
-            )
+            result.update(overrides=extra, machine=machine_info())
             tmp = result_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1))
             os.replace(tmp, result_file)  # a row counts as done only when whole

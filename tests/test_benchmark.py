@@ -170,3 +170,23 @@ def test_ablation_rows_join_their_overrides_and_tabulate(tmp_path: Path) -> None
         for line in ablation.table(tmp_path).splitlines()[2:]
     }
     assert versus["seed43+ema"] == "-0.010" and versus["seed43"] == "-0.022"
+
+
+def test_ablation_checks_every_row_first_and_keeps_an_interrupted_rows_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ablation = _script("ablation")
+    out = tmp_path / "ablation"
+    (out / "preset" / "checkpoints").mkdir(parents=True)  # a run stopped before its result
+    (out / "preset" / "checkpoints" / "last.ckpt").write_bytes(b"progress")
+    argv = ["ablation.py", "--out", str(out), "--voc-root", str(tmp_path / "no_voc")]
+    monkeypatch.setattr(sys, "argv", [*argv, "preset", "ema+sgd"])
+    with pytest.raises(SystemExit, match="unknown row 'sgd'"):
+        ablation.main()
+    assert (out / "preset" / "checkpoints" / "last.ckpt").is_file()  # nothing ran or moved
+    monkeypatch.setattr(sys, "argv", [*argv, "preset"])
+    with pytest.raises(SystemExit, match="no_voc"):  # the data is absent: one line naming it
+        ablation.main()
+    (kept,) = out.glob("preset.unfinished-*")
+    assert (kept / "checkpoints" / "last.ckpt").read_bytes() == b"progress"
+    assert not (out / "preset").exists() and not list(out.glob("*.json"))
